@@ -1,0 +1,38 @@
+"""The exceptions edgespec raises. Every user-facing failure is an :class:`EdgespecError`.
+
+The CLI prints ``str(error)`` as one line and exits non-zero; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class EdgespecError(Exception):
+    """Base class: a failure the user can act on, with a one-line message."""
+
+
+class ModelFileError(EdgespecError):
+    """A model file is missing, not a GGUF file, truncated, or refused by llama.cpp."""
+
+
+class IncompatibleModelsError(EdgespecError):
+    """The draft's vocabulary does not match the target's."""
+
+
+class ContextOverflowError(EdgespecError):
+    """The prompt does not fit in the context window."""
+
+
+class LlamaError(EdgespecError):
+    """llama.cpp reported a failure (decode, cache removal, context creation)."""
+
+
+class InvalidParameterError(EdgespecError):
+    """A generation parameter is outside its allowed range."""
+
+
+class TemplateError(EdgespecError):
+    """A chat template is missing or failed to render."""
+
+
+class DownloadError(EdgespecError):
+    """A model could not be fetched, or what was fetched is not what was pinned."""

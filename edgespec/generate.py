@@ -1,0 +1,340 @@
+"""Text in, text out: load a target/draft pair once, then generate or stream with any strategy.
+
+>>> pair = Pair("target.gguf", "draft.gguf")
+>>> pair.generate([{"role": "user", "content": "Hi"}], max_tokens=32, temperature=0).text
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgespec import chat
+from edgespec.compat import check_compatible
+from edgespec.engine import Engine, Planner, Step
+from edgespec.errors import InvalidParameterError, TemplateError
+from edgespec.llama import Context, Model
+from edgespec.measure import device_costs
+from edgespec.planner import MAX_DRAFT, AutoPlanner, CostModel, FixedPlanner
+from edgespec.proposers import DraftModel, PromptLookup
+from edgespec.sampling import SamplingParams
+from edgespec.textstream import TextStream
+
+STRATEGIES = ("auto", "draft", "lookup", "none")
+Prompt = str | Sequence[chat.Message]
+"""A raw text prompt, or chat messages rendered with the target's chat template."""
+
+
+@dataclass
+class Stats:
+    """What speculation did during one generation."""
+
+    steps: int = 0
+    """Target verifications (each yields at least one token)."""
+    drafted: int = 0
+    accepted: int = 0
+    drafted_by_position: list[int] = field(default_factory=lambda: [0] * MAX_DRAFT)
+    accepted_by_position: list[int] = field(default_factory=lambda: [0] * MAX_DRAFT)
+    steps_by_source: dict[str, int] = field(default_factory=dict)
+    """Steps served by each proposer (``none``, ``draft``, ``lookup``)."""
+    drafted_by_source: dict[str, int] = field(default_factory=dict)
+    accepted_by_source: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    prompt_prefilled: int = 0
+    """Prompt tokens actually decoded; the rest came from the KV cache of an earlier turn."""
+    prompt_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    n_tokens: int = 0
+
+    def add(self, step: Step) -> None:
+        """Count one verification step."""
+        source, n = step.proposal.source, len(step.proposal.tokens)
+        self.steps += 1
+        self.drafted += n
+        self.accepted += step.n_accepted
+        for i in range(n):
+            self.drafted_by_position[i] += 1
+            self.accepted_by_position[i] += i < step.n_accepted
+        self.steps_by_source[source] = self.steps_by_source.get(source, 0) + 1
+        self.drafted_by_source[source] = self.drafted_by_source.get(source, 0) + n
+        self.accepted_by_source[source] = self.accepted_by_source.get(source, 0) + step.n_accepted
+
+    @property
+    def acceptance(self) -> float:
+        """Accepted guesses over drafted guesses (0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted_per_step(self) -> float:
+        """Accepted guesses per verification step."""
+        return self.accepted / self.steps if self.steps else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens over decode seconds."""
+        return self.n_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, with the derived figures, and position lists trimmed to where drafting reached."""
+        d = asdict(self)
+        reach = max((i + 1 for i, n in enumerate(self.drafted_by_position) if n), default=0)
+        d["drafted_by_position"] = self.drafted_by_position[:reach]
+        d["accepted_by_position"] = self.accepted_by_position[:reach]
+        d["acceptance"] = round(self.acceptance, 4)
+        d["mean_accepted_per_step"] = round(self.mean_accepted_per_step, 4)
+        d["mean_draft_length"] = round(self.drafted / self.steps, 4) if self.steps else 0.0
+        d["tokens_per_second"] = round(self.tokens_per_second, 3)
+        return d
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token."""
+
+    token: int | None
+    """The token id; None on a last event that only releases held-back text."""
+    text: str
+    """Text released with this token; may be empty (half a UTF-8 character, or text that could
+    begin a stop string), and may include text held back from earlier tokens."""
+    from_draft: bool
+    """True when the token was a guess the target accepted, False when the target chose it."""
+
+
+@dataclass
+class Result:
+    """A finished generation."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    """``"stop"`` (end-of-generation token or stop string), ``"length"`` (max tokens or a full
+    context) or ``"interrupted"``."""
+    stats: Stats
+    strategy: str
+
+
+class Generation:
+    """A generation in progress: iterate for :class:`TokenEvent`; ``result`` once it is done.
+
+    If iteration is interrupted (Ctrl-C, a closed connection), ``result`` still describes the
+    tokens produced so far, with finish reason ``"interrupted"``.
+    """
+
+    def __init__(self, events: Iterator[TokenEvent], strategy: str, stats: Stats, text: TextStream) -> None:
+        self._events = events
+        self.strategy = strategy
+        self.stats = stats
+        self.token_ids: list[int] = []
+        self.finish_reason = "interrupted"
+        self._text = text
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        return self._events
+
+    @property
+    def result(self) -> Result:
+        """The result so far (the final one once iteration has ended)."""
+        return Result(self._text.text, list(self.token_ids), self.finish_reason, self.stats, self.strategy)
+
+
+class Pair:
+    """A target model, an optional draft model, and their contexts, loaded once.
+
+    Args:
+        target: path of the target GGUF file.
+        draft: path of the draft GGUF file (same tokenizer), or None for lookup/none only.
+        n_ctx: context size in tokens; defaults to the model's training context, at most 4096.
+        n_threads: CPU threads; defaults to the number of CPUs this process may use.
+        n_batch: the largest batch decoded at once (prompt chunks, verification batches).
+        n_gpu_layers: layers to offload to the GPU (-1: all) when llama.cpp was built with one.
+        max_draft: the most tokens the ``draft`` and ``lookup`` strategies guess per step.
+        p_min: the draft model stops guessing when its top probability falls below this.
+    """
+
+    def __init__(
+        self,
+        target: str | Path,
+        draft: str | Path | None = None,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_gpu_layers: int = 0,
+        max_draft: int = 16,
+        p_min: float = 0.75,
+    ) -> None:
+        if n_ctx is not None and n_ctx < 8:
+            raise InvalidParameterError(f"the context size must be at least 8 tokens, got {n_ctx}")
+        if n_threads is not None and n_threads < 1:
+            raise InvalidParameterError(f"threads must be at least 1, got {n_threads}")
+        if not 1 <= max_draft < MAX_DRAFT:
+            raise InvalidParameterError(
+                f"the draft length must be between 1 and {MAX_DRAFT - 1}, got {max_draft}"
+            )
+        if not 0 <= p_min <= 1:
+            raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
+        threads = n_threads or _available_cpus()
+        self.n_gpu_layers = n_gpu_layers
+        self.target = Model(target, n_gpu_layers=n_gpu_layers)
+        self.draft: Model | None = None
+        if draft is not None:
+            self.draft = Model(draft, n_gpu_layers=n_gpu_layers)
+            check_compatible(self.target, self.draft)
+        n_ctx = n_ctx or min(4096, self.target.n_ctx_train)
+        batch = min(n_batch, n_ctx)
+        self.target_ctx = Context(self.target, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
+        self.engine = Engine(self.target_ctx)
+        self.lookup = PromptLookup()
+        self.draft_model: DraftModel | None = None
+        if self.draft is not None:
+            draft_ctx = Context(self.draft, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
+            self.draft_model = DraftModel(draft_ctx, self.target.n_vocab, p_min)
+        self.max_draft = max_draft
+        self._auto: AutoPlanner | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        """The context size in tokens."""
+        return self.target_ctx.n_ctx
+
+    def costs(self, refresh: bool = False) -> CostModel:
+        """This device's verification and drafting costs (measured once, then cached on disk)."""
+        if self._auto is None or refresh:
+            draft_ctx = self.draft_model.ctx if self.draft_model else None
+            costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
+            self.engine.history = []  # measuring used the caches
+            if self.draft_model:
+                self.draft_model.cached = []
+            self._auto = AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
+        return self._auto.costs
+
+    def planner(self, strategy: str) -> Planner:
+        """The planner behind a strategy name."""
+        if strategy == "none":
+            return FixedPlanner(None, 0)
+        if strategy == "lookup":
+            return FixedPlanner(self.lookup, self.max_draft)
+        if strategy == "draft":
+            if self.draft_model is None:
+                raise InvalidParameterError("strategy 'draft' needs a draft model")
+            return FixedPlanner(self.draft_model, self.max_draft)
+        if strategy == "auto":
+            self.costs()
+            assert self._auto is not None
+            return self._auto
+        raise InvalidParameterError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+    def tokenize_prompt(self, prompt: Prompt, chat_template: str | None = None) -> list[int]:
+        """Prompt tokens: raw text as is, chat messages through the chat template."""
+        if isinstance(prompt, str):
+            return self.target.tokenize(prompt, add_special=True, parse_special=True)
+        template = chat_template or self.target.chat_template()
+        if template is None:
+            raise TemplateError(
+                f"{self.target.path.name} has no chat template; give a raw prompt (--raw) or a template"
+            )
+        bos = self.target.token_bytes(self.target.bos, special=True).decode("utf-8", "replace")
+        eos = self.target.token_bytes(self.target.eos, special=True).decode("utf-8", "replace")
+        text = chat.render(template, prompt, bos_token=bos, eos_token=eos)
+        # Templates that write the BOS themselves must not get a second one from add_special.
+        return self.target.tokenize(text, add_special=not (bos and text.startswith(bos)), parse_special=True)
+
+    def stream(
+        self,
+        prompt: Prompt | list[int],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        seed: int | None = None,
+        strategy: str = "auto",
+        stop: Sequence[str] = (),
+        stop_token_ids: Sequence[int] = (),
+        chat_template: str | None = None,
+    ) -> Generation:
+        """Start generating; iterate the returned :class:`Generation` for token events.
+
+        ``prompt`` is raw text, chat messages, or token ids. Generation ends at an
+        end-of-generation token, a stop string or token, ``max_tokens``, or a full context.
+        """
+        if max_tokens < 1:
+            raise InvalidParameterError(f"max tokens must be at least 1, got {max_tokens}")
+        params = SamplingParams(temperature, top_k, top_p, min_p, seed)
+        planner = self.planner(strategy)
+        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+            tokens = list(prompt)
+        else:
+            tokens = self.tokenize_prompt(prompt, chat_template)  # type: ignore[arg-type]
+        stats = Stats(prompt_tokens=len(tokens))
+        text = TextStream(stop)
+        gen = Generation(iter(()), strategy, stats, text)
+        t0 = time.perf_counter()
+        stats.prompt_prefilled = self.engine.start(tokens)
+        stats.prompt_seconds = time.perf_counter() - t0
+        gen._events = self._events(gen, planner, params, max_tokens, set(stop_token_ids))
+        return gen
+
+    def _events(
+        self, gen: Generation, planner: Planner, params: SamplingParams, max_tokens: int, stop_ids: set[int]
+    ) -> Iterator[TokenEvent]:
+        stats, text = gen.stats, gen._text
+        t0 = time.perf_counter()
+        try:
+            gen.finish_reason = "length"  # max tokens or a full context, unless a stop comes first
+            for step in self.engine.steps(planner, params, params.rng(), max_tokens):
+                stats.add(step)
+                for i, token in enumerate(step.tokens[: max_tokens - len(gen.token_ids)]):
+                    if self.target.is_eog(token) or token in stop_ids:
+                        gen.finish_reason = "stop"
+                        break
+                    gen.token_ids.append(token)
+                    stats.n_tokens += 1
+                    piece = text.push(self.target.token_bytes(token))
+                    if piece:
+                        yield TokenEvent(token, piece, i < step.n_accepted)
+                    elif not text.stopped:
+                        yield TokenEvent(token, "", i < step.n_accepted)
+                    if text.stopped:
+                        gen.finish_reason = "stop"
+                        break
+                if gen.finish_reason == "stop":
+                    break
+            rest = text.flush()
+            if rest:
+                yield TokenEvent(None, rest, False)
+        finally:
+            stats.decode_seconds = time.perf_counter() - t0
+
+    def generate(self, prompt: Prompt | list[int], **options: object) -> Result:
+        """Generate to the end and return the :class:`Result`. Takes :meth:`stream`'s options."""
+        gen = self.stream(prompt, **options)  # type: ignore[arg-type]
+        for _ in gen:
+            pass
+        return gen.result
+
+    def reset(self) -> None:
+        """Forget cached conversation state in both models (a new conversation)."""
+        self.target_ctx.clear()
+        self.engine.history = []
+        if self.draft_model:
+            self.draft_model.reset()
+
+    def close(self) -> None:
+        """Free contexts, then models."""
+        if self.draft_model:
+            self.draft_model.ctx.close()
+        self.target_ctx.close()
+        if self.draft:
+            self.draft.close()
+        self.target.close()
+
+
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

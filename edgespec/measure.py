@@ -1,0 +1,105 @@
+"""Measure what verification and drafting cost on this device, and cache the result.
+
+A few seconds at load: the target decodes batches of n tokens (n up to 64) on a short context and
+the cache is rewound after each; the draft decodes single tokens. Results are kept per model file,
+backend, threads and batch settings, and measured again when older than a week.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from edgespec.llama import Context, system_info
+from edgespec.paths import cache_dir
+from edgespec.planner import CostModel
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+MAX_AGE_S = 7 * 24 * 3600
+_PREFIX = 32
+
+
+def _key(ctx: Context, n_gpu_layers: int) -> str:
+    st = ctx.model.path.stat()
+    parts = [
+        str(ctx.model.path.resolve()),
+        str(st.st_size),
+        str(int(st.st_mtime)),
+        system_info(),
+        f"threads={ctx.n_threads}",
+        f"batch={ctx.n_batch}",
+        f"gpu_layers={n_gpu_layers}",
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _time_decode(ctx: Context, n: int, reps: int) -> float:
+    # Median of reps; each decode is rewound so every run sees the same cache.
+    tokens = [ctx.model.bos if ctx.model.bos >= 0 else 0] * n
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        ctx.decode(tokens, _PREFIX, n)
+        samples.append(time.perf_counter() - t0)
+        ctx.truncate(_PREFIX)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def measure(ctx: Context, sizes: tuple[int, ...] = BATCH_SIZES, reps: int = 3) -> dict[int, float]:
+    """Seconds to decode n tokens (with logits for each) after a short prefix, by n."""
+    ctx.clear()
+    filler = ctx.model.bos if ctx.model.bos >= 0 else 0
+    ctx.decode([filler] * _PREFIX, 0, 0)
+    _time_decode(ctx, 1, 2)  # warm up: first calls allocate buffers
+    out = {n: _time_decode(ctx, n, reps) for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx}
+    ctx.clear()
+    return out
+
+
+def device_costs(
+    target: Context, draft: Context | None, n_gpu_layers: int = 0, refresh: bool = False
+) -> CostModel:
+    """The cost model for this pair on this device, from the cache when fresh."""
+    path = cache_dir() / "costs.json"
+    entries = _read(path)
+    keys = [_key(target, n_gpu_layers)] + ([_key(draft, n_gpu_layers)] if draft else [])
+    now = time.time()
+    fresh = [entries.get(k) for k in keys]
+    if not refresh and all(e is not None and now - e["at"] < MAX_AGE_S for e in fresh):
+        verify = {int(n): s for n, s in fresh[0]["seconds"].items()}  # type: ignore[index]
+        draft_s = fresh[1]["seconds"]["1"] if draft else None  # type: ignore[index]
+        return CostModel(verify, draft_s)
+    logger.info("measuring verification costs on this device (a few seconds, cached)")
+    verify = measure(target)
+    entries[keys[0]] = {"at": now, "model": target.model.path.name, "seconds": verify}
+    draft_s = None
+    if draft is not None:
+        d = measure(draft, sizes=(1,), reps=5)
+        draft_s = d[1]
+        entries[keys[1]] = {"at": now, "model": draft.model.path.name, "seconds": d}
+    _write(path, entries)
+    return CostModel(verify, draft_s)
+
+
+def _read(path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write(path: Path, entries: dict[str, dict]) -> None:  # type: ignore[type-arg]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        tmp.replace(path)
+    except OSError as exc:  # a read-only cache only costs a re-measure next time
+        logger.warning("could not cache device costs in %s: %s", path, exc)

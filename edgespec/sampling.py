@@ -1,0 +1,101 @@
+"""Sampling parameters and the pure-numpy maths that turns logits into a distribution.
+
+The transform order is Hugging Face's: temperature, then top-k, top-p, min-p. The same function
+gives the target's ``p`` and the draft's ``q``, which is what exact rejection sampling needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgespec.errors import InvalidParameterError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. ``temperature == 0`` means greedy (argmax); the rest is then ignored.
+
+    Defaults are llama.cpp's (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05).
+    """
+
+    temperature: float = 0.8
+    top_k: int = 40
+    """Keep the k most likely tokens; 0 keeps all."""
+    top_p: float = 0.95
+    """Keep the smallest set of tokens whose probability adds up to top_p; 1 keeps all."""
+    min_p: float = 0.05
+    """Drop tokens less likely than min_p times the most likely one; 0 keeps all."""
+    seed: int | None = None
+    """Seed of the random generator; None draws one."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise InvalidParameterError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise InvalidParameterError(f"top-k must be >= 0 (0 turns it off), got {self.top_k}")
+        if not (0 < self.top_p <= 1):
+            raise InvalidParameterError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not (0 <= self.min_p <= 1):
+            raise InvalidParameterError(f"min-p must be in [0, 1], got {self.min_p}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when tokens are chosen by argmax."""
+        return self.temperature == 0
+
+    def rng(self) -> np.random.Generator:
+        """A fresh generator seeded with ``seed``."""
+        return np.random.default_rng(self.seed)
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """The distribution to sample from: a float64 vector over the vocabulary that sums to 1."""
+    if params.greedy:
+        p = np.zeros(logits.shape[-1])
+        p[int(np.argmax(logits))] = 1.0
+        return p
+    x = logits.astype(np.float64) / params.temperature
+    if 0 < params.top_k < x.size:
+        kth = np.partition(x, -params.top_k)[-params.top_k]
+        x[x < kth] = -np.inf
+    x -= x.max()
+    p = np.exp(x)
+    p /= p.sum()
+    if params.top_p < 1:
+        p = _top_p(p, params.top_p)
+    if params.min_p > 0:
+        p[p < params.min_p * p.max()] = 0.0
+        p /= p.sum()
+    return p
+
+
+def _top_p(p: np.ndarray, top_p: float) -> np.ndarray:
+    # Sorting 150k probabilities per row is slow; partition the top k, and widen k until the
+    # kept mass reaches top_p. The result is the same as a full sort.
+    n = p.size
+    k = min(64, n)
+    while True:
+        idx = np.argpartition(-p, k - 1)[:k] if k < n else np.arange(n)
+        order = idx[np.argsort(-p[idx], kind="stable")]
+        cut = int(np.searchsorted(np.cumsum(p[order]), top_p))
+        if cut < k or k == n:
+            keep = order[: cut + 1]
+            break
+        k = min(k * 4, n)
+    out = np.zeros_like(p)
+    out[keep] = p[keep]
+    out /= out.sum()
+    return out
+
+
+def sample(p: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one token id from the distribution ``p`` (need not be normalised)."""
+    cdf = np.cumsum(p)
+    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return min(i, p.size - 1)
