@@ -42,9 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-def _register() -> None:
-    # Imported here so that `edgespec --help` stays fast and each command owns its module.
-    from edgespec.cli import generate
+# Each command lives in its own module, imported only when registered, so that one command's
+# heavy imports (the server's, the chat's) never slow another down.
+COMMANDS = {
+    "generate": "edgespec.cli.generate",
+}
 
-    for command in (generate.generate,):
-        cli.add_command(command)
+
+def _register() -> None:
+    import importlib
+
+    for name, module in COMMANDS.items():
+        cli.add_command(getattr(importlib.import_module(module), name), name)

@@ -116,6 +116,7 @@ def sampling_options(f: F) -> F:
 def load_pair(
     target: str | None,
     draft: str | None,
+    pair: str | None,
     ctx_size: int | None,
     threads: int | None,
     n_gpu_layers: int,
@@ -123,6 +124,8 @@ def load_pair(
     p_min: float,
 ) -> Pair:
     """Load the pair the model options name."""
+    if pair is not None:
+        raise click.UsageError("--pair needs the model registry, which is not built yet")
     if target is None:
         raise click.UsageError("no target model given: pass --target PATH (and --draft PATH)")
     return Pair(

@@ -1,0 +1,5 @@
+"""``python -m edgespec`` runs the CLI."""
+
+from edgespec.cli import main
+
+main()
