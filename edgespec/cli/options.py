@@ -20,6 +20,7 @@ def model_options(f: F) -> F:
                 "--target", metavar="PATH", help="Target GGUF model (the one whose output you get)."
             ),
             click.option("--draft", metavar="PATH", help="Draft GGUF model with the same tokenizer."),
+            click.option("--pair", metavar="NAME", help="A curated pair by name (see `edgespec models`)."),
             click.option(
                 "--ctx-size",
                 type=click.IntRange(min=8),
