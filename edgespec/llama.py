@@ -181,6 +181,7 @@ class Model:
     """A loaded GGUF model: weights and vocabulary. Contexts (KV caches) are made from it."""
 
     def __init__(self, path: str | Path, *, n_gpu_layers: int = 0) -> None:
+        self._ptr: Any = None
         self.path = check_gguf(path)
         _init_backend()
         params = C.llama_model_default_params()
@@ -188,7 +189,7 @@ class Model:
         ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
         if not ptr:
             raise ModelFileError(f"llama.cpp could not load {self.path} (run with -v for its log)")
-        self._ptr: Any = ptr
+        self._ptr = ptr
         self._vocab = C.llama_model_get_vocab(ptr)
         self.n_vocab: int = C.llama_vocab_n_tokens(self._vocab)
         self.vocab_type: int = C.llama_vocab_type(self._vocab)
@@ -303,6 +304,7 @@ class Context:
         n_threads: int,
         n_threads_batch: int | None = None,
     ) -> None:
+        self._ptr: Any = None
         self.model = model
         params = C.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -315,7 +317,7 @@ class Context:
         ptr = C.llama_init_from_model(model._ptr, params)
         if not ptr:
             raise LlamaError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?)")
-        self._ptr: Any = ptr
+        self._ptr = ptr
         self.n_ctx: int = C.llama_n_ctx(ptr)
         self.n_batch = n_batch
         self.n_threads = n_threads
