@@ -1,0 +1,108 @@
+"""The request bodies the server accepts: OpenAI's fields, plus edgespec's extensions.
+
+Validation is strict (``"0.5"`` is not a number, ``1`` is not a boolean) and ranges are checked
+here, so that every client mistake becomes a 400 before a request reaches the model. Fields other
+clients send that edgespec does not use (``presence_penalty``, ``user``, ...) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from edgespec.generate import STRATEGIES
+from edgespec.planner import MAX_DRAFT
+
+Strategy = Literal["auto", "draft", "lookup", "none"]
+assert set(Strategy.__args__) == set(STRATEGIES)  # type: ignore[attr-defined]
+
+MAX_STOP = 16
+"""Stop strings per request (OpenAI allows 4; llama-server any number)."""
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: ask for a last chunk with the token usage."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    include_usage: bool = False
+
+
+class GenerationRequest(BaseModel):
+    """The fields chat and text completions share."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+
+    model: str = Field(description="The model id, as GET /v1/models lists it.")
+    max_tokens: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Most tokens to generate [default: the server's --max-tokens]."
+    )
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = Field(
+        None, description="0 is greedy (deterministic)."
+    )
+    top_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = Field(None, description="Extension: 0 keeps all tokens.")
+    min_p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
+        None, description="Extension: drop tokens below this fraction of the top token's probability."
+    )
+    seed: int | None = Field(None, description="Same seed, same request: same text.")
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] = Field(1, description="Only 1 choice per request.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    strategy: Strategy | None = Field(
+        None,
+        description="Extension: auto plans each step by measured cost; draft/lookup always guess "
+        "with that proposer; none runs the target alone.",
+    )
+    max_draft: Annotated[int, Field(ge=1, le=MAX_DRAFT - 1)] | None = Field(
+        None,
+        validation_alias=AliasChoices("max_draft", "speculative.n_max"),
+        description="Extension (llama-server's speculative.n_max): most tokens guessed per step.",
+    )
+
+    def stop_strings(self) -> list[str]:
+        """The stop strings as a list, without empty ones."""
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [s for s in stops if s]
+
+    def include_usage(self) -> bool:
+        """Whether a streamed answer ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class TextPart(BaseModel):
+    """One part of a message whose content is a list (only text parts are supported)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message of the conversation."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    role: str
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(GenerationRequest):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="The newer name of max_tokens; wins when both are given."
+    )
+
+
+class CompletionRequest(GenerationRequest):
+    """POST /v1/completions: raw text (or token ids) in, continued text out."""
+
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="Text, or token ids; a list of one prompt is accepted, several are not."
+    )

@@ -1,0 +1,177 @@
+"""One thread runs the pair's generations, one at a time, fed by a bounded queue.
+
+llama.cpp's calls block, and the engine is not thread-safe, so every call into the pair happens on
+this thread. A request hands over a :class:`Job` and reads what the generation produces from an
+asyncio queue on its own event loop. Cancelling a job (the client went away) stops its generation
+after the token being produced; a job cancelled while it waits never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from edgespec.generate import Generation, Pair, Result
+
+logger = logging.getLogger(__name__)
+
+Start = Callable[[Pair], Generation]
+"""Starts a generation on the pair (tokenizes and prefills the prompt); runs on the worker thread."""
+
+
+class QueueFullError(Exception):
+    """Every place in the queue is taken."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """The prompt is prefilled; token text follows."""
+
+
+Message = Started | str | Result | Exception
+"""What a job receives, in order: Started, text pieces, then the Result; or an exception instead."""
+
+
+@dataclass
+class Job:
+    """One generation request, as the worker thread sees it."""
+
+    start: Start
+    max_draft: int | None
+    loop: asyncio.AbstractEventLoop
+    inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def send(self, message: Message) -> None:
+        """Deliver a message to the request's event loop (from the worker thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self.inbox.put_nowait, message)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+    def cancel(self) -> None:
+        """Stop the generation at the next token, or never start it."""
+        self.cancelled.set()
+
+
+class Worker:
+    """The thread that owns the pair, and the queue of jobs waiting for it."""
+
+    def __init__(self, pair: Pair, queue_size: int) -> None:
+        if queue_size < 1:
+            raise ValueError(f"the queue needs at least one place, got {queue_size}")
+        self.pair = pair
+        self.queue_size = queue_size
+        self._jobs: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self._stopping = threading.Event()
+        self._current: Job | None = None
+        self._thread: threading.Thread | None = None
+        self.n_served = 0
+        self.n_cancelled = 0
+
+    @property
+    def waiting(self) -> int:
+        """Jobs in the queue, not counting the one running."""
+        return self._jobs.qsize()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a generation is running."""
+        return self._current is not None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="edgespec-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel what runs and waits, and end the thread."""
+        self._stopping.set()
+        if self._current is not None:
+            self._current.cancel()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._jobs.get_nowait().cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; :class:`QueueFullError` when every place is taken."""
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            raise QueueFullError from None
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self._jobs.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if job.cancelled.is_set():
+                self.n_cancelled += 1
+                continue
+            self._current = job
+            try:
+                self._serve(job)
+            finally:
+                self._current = None
+
+    def _serve(self, job: Job) -> None:
+        try:
+            with draft_cap(self.pair, job.max_draft):
+                gen = job.start(self.pair)
+                job.send(Started())
+                events = iter(gen)
+                if _drain(events, job):
+                    job.send(gen.result)
+                    self.n_served += 1
+                else:
+                    self.n_cancelled += 1
+        except Exception as exc:  # handed to the request, which answers with it
+            job.send(exc)
+
+
+def _drain(events: Iterator[object], job: Job) -> bool:
+    """Forward token text until the end (True) or a cancel (False)."""
+    try:
+        for event in events:
+            if job.cancelled.is_set():
+                return False
+            text = getattr(event, "text", "")
+            if text:
+                job.send(text)
+        return not job.cancelled.is_set()
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+@contextlib.contextmanager
+def draft_cap(pair: Pair, max_draft: int | None) -> Iterator[None]:
+    """Set the pair's draft length for one generation, then restore it.
+
+    ``Pair.stream`` takes no draft length, and the auto planner keeps its own copy, so both are set.
+    """
+    if max_draft is None:
+        yield
+        return
+    saved = pair.max_draft
+    planner = pair._auto
+    pair.max_draft = max_draft
+    if planner is not None:
+        planner.max_draft = max_draft
+    try:
+        yield
+    finally:
+        pair.max_draft = saved
+        if pair._auto is not None:
+            pair._auto.max_draft = saved
