@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
 # heavy imports (the server's, the chat's) never slow another down.
 COMMANDS = {
     "generate": "edgespec.cli.generate",
+    "chat": "edgespec.cli.chat",
     "serve": "edgespec.cli.serve",
 }
 

@@ -1,0 +1,376 @@
+"""``edgespec chat``: an interactive conversation in the terminal, with speculation made visible.
+
+Replies stream token by token; Ctrl-C stops one and keeps what was said. After each reply a
+stats line shows how many tokens came from accepted guesses. Slash commands change the settings,
+save the conversation, or start over.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+from rich.console import Console
+
+from edgespec.cli.options import load_pair, model_options, sampling_options
+from edgespec.conversation import SETTINGS_HELP, Conversation, Reply, Settings, Totals
+from edgespec.errors import EdgespecError
+from edgespec.generate import Stats, TokenEvent
+from edgespec.paths import data_dir
+
+PROMPT = ">>> "
+CONTINUATION = "... "
+BLOCK = '"""'
+DRAFT_STYLE = "green"
+"""Accepted-guess tokens under --show-draft: a standard ANSI colour, so the terminal's own palette
+keeps it readable on dark and light backgrounds."""
+NOTE_STYLE = "dim"
+
+HELP = """\
+/help               this help
+/exit, /bye         leave (Ctrl-D too)
+/clear              start a new conversation (caches reset)
+/regen              redo the last reply
+/system [TEXT]      show or set the system prompt
+/set [NAME VALUE]   show or change a setting: {names}
+/stats              this session's totals
+/save FILE          write the conversation as JSON
+A line of \"\"\" opens and closes a multi-line message; Alt+Enter inserts a newline.
+Ctrl-C stops a reply. Start a message with a space to send text that begins with /."""
+
+
+@click.command()
+@model_options
+@sampling_options
+@click.option("--system", help="The system prompt.")
+@click.option(
+    "--show-draft", is_flag=True, help="Colour the tokens that came from accepted guesses (a terminal)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Hide the banner and the stats line after each reply.")
+@click.option("--token-delay", type=click.FloatRange(min=0), default=0.0, hidden=True)
+def chat(system: str | None, show_draft: bool, quiet: bool, token_delay: float, **options: Any) -> None:
+    """Chat with a model pair in the terminal, replies streamed as they are generated."""
+    settings = Settings(**{name: options.pop(name) for name in SETTINGS_HELP})
+    pair = load_pair(**options)
+    try:
+        conversation = Conversation(pair, system=system, settings=settings)
+        ui = ChatUI(conversation, _reader(), show_draft=show_draft, quiet=quiet, token_delay=token_delay)
+        ui.run()
+    finally:
+        pair.close()
+
+
+# ---------------------------------------------------------------------------- input
+
+
+class Reader(Protocol):
+    """Reads one message; raises EOFError at the end of input, KeyboardInterrupt on Ctrl-C."""
+
+    def read(self) -> str:
+        """The next message (a multi-line block comes back as one message)."""
+        ...
+
+
+def _reader() -> Reader:
+    """prompt_toolkit on a terminal; plain lines when stdin is a pipe or a file."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return TerminalReader(data_dir() / "chat_history")
+    return PlainReader()
+
+
+def is_open_block(text: str) -> bool:
+    """Whether ``text`` opens a ``\"\"\"`` block that no line has closed yet."""
+    lines = text.split("\n")
+    return lines[0].strip() == BLOCK and not (len(lines) > 1 and lines[-1].strip() == BLOCK)
+
+
+def unwrap_block(text: str) -> str:
+    """The message inside a ``\"\"\"`` block (the text itself when it is not one)."""
+    lines = text.split("\n")
+    if lines[0].strip() != BLOCK:
+        return text
+    body = lines[1:-1] if len(lines) > 1 and lines[-1].strip() == BLOCK else lines[1:]
+    return "\n".join(body)
+
+
+class TerminalReader:
+    """prompt_toolkit input with history across sessions and multi-line editing."""
+
+    def __init__(self, history_path: Path) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.application import get_app
+        from prompt_toolkit.filters import Condition
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+        history: History
+        try:
+            history_path.parent.mkdir(parents=True, exist_ok=True)
+            history_path.touch()
+            history = FileHistory(str(history_path))
+        except OSError:
+            history = InMemoryHistory()
+        bindings = KeyBindings()
+        in_block = Condition(lambda: is_open_block(get_app().current_buffer.text))
+
+        @bindings.add("escape", "enter")
+        @bindings.add("enter", filter=in_block)
+        def _newline(event: KeyPressEvent) -> None:
+            event.current_buffer.insert_text("\n")
+
+        self._session: PromptSession[str] = PromptSession(
+            history=history,
+            key_bindings=bindings,
+            prompt_continuation=lambda width, line, soft: CONTINUATION,
+            multiline=False,
+        )
+
+    def read(self) -> str:
+        """One message, ``\"\"\"`` markers removed."""
+        return unwrap_block(self._session.prompt(PROMPT))
+
+
+class PlainReader:
+    """Lines from stdin, for pipes and scripts; ``\"\"\"`` blocks work the same."""
+
+    def read(self) -> str:
+        """One message; EOFError at the end of input."""
+        text = self._line()
+        while is_open_block(text):
+            text += "\n" + self._line()
+        return unwrap_block(text)
+
+    @staticmethod
+    def _line() -> str:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def printable(text: str) -> str:
+    """Model text without control characters (an escape sequence could rewrite the terminal)."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+
+
+def _by_source(steps_by_source: dict[str, int]) -> str:
+    """``draft 3, none 1``: steps per proposer, most first."""
+    return ", ".join(f"{source} {n}" for source, n in sorted(steps_by_source.items(), key=lambda x: -x[1]))
+
+
+def format_steps(strategy: str, steps_by_source: dict[str, int]) -> str:
+    """``auto (steps: draft 3, none 1)``: the strategy and the steps each proposer served."""
+    counts = _by_source(steps_by_source)
+    return f"{strategy} (steps: {counts})" if counts else strategy
+
+
+def format_stats(stats: Stats, strategy: str) -> str:
+    """The line after each reply: tokens, speed, strategy, guesses, and the prompt tokens decoded."""
+    return " · ".join(
+        [
+            f"{stats.n_tokens} tokens",
+            f"{stats.tokens_per_second:.1f} tok/s",
+            format_steps(strategy, stats.steps_by_source),
+            f"drafted {stats.drafted}, accepted {stats.accepted} ({stats.acceptance:.0%})",
+            f"{stats.mean_accepted_per_step:.2f} accepted/step",
+            f"prefill {stats.prompt_prefilled}",
+        ]
+    )
+
+
+def format_totals(totals: Totals) -> str:
+    """``/stats``: the session's figures."""
+    cached = totals.prompt_tokens - totals.prompt_prefilled
+    return "\n".join(
+        [
+            f"replies: {totals.replies}",
+            f"tokens: {totals.n_tokens} at {totals.tokens_per_second:.1f} tok/s",
+            f"steps: {totals.steps} ({_by_source(totals.steps_by_source) or 'none yet'})",
+            f"drafted {totals.drafted}, accepted {totals.accepted} ({totals.acceptance:.0%}), "
+            f"{totals.mean_accepted_per_step:.2f} accepted/step",
+            f"prompt tokens: {totals.prompt_tokens}, prefilled {totals.prompt_prefilled}, "
+            f"{cached} from the cache",
+        ]
+    )
+
+
+class ChatUI:
+    """The read-reply loop: messages go to the conversation, slash commands are handled here."""
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        reader: Reader,
+        *,
+        show_draft: bool = False,
+        quiet: bool = False,
+        token_delay: float = 0.0,
+        console: Console | None = None,
+    ) -> None:
+        self.conversation = conversation
+        self.reader = reader
+        self.show_draft = show_draft
+        self.quiet = quiet
+        self.token_delay = token_delay
+        self.console = console or Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
+        self.commands: dict[str, Callable[[str], bool]] = {
+            "/help": self._help,
+            "/exit": self._exit,
+            "/bye": self._exit,
+            "/clear": self._clear,
+            "/regen": self._regen,
+            "/system": self._system,
+            "/set": self._set,
+            "/stats": self._stats,
+            "/save": self._save,
+        }
+
+    def run(self) -> None:
+        """Read and answer until Ctrl-D, /exit or /bye."""
+        if not self.quiet:
+            self._banner()
+        while True:
+            try:
+                text = self.reader.read()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt clears the line, as in a shell
+            except EOFError:
+                return
+            if not self._handle(text):
+                return
+
+    def _handle(self, text: str) -> bool:
+        """Answer one message or command; False to leave."""
+        if not text.strip():
+            return True
+        if text.startswith("/"):
+            name, _, arg = text.partition(" ")
+            command = self.commands.get(name.strip())
+            if command is None:
+                self.note(f"unknown command {name}; /help lists them")
+                return True
+            try:
+                return command(arg.strip())
+            except EdgespecError as exc:
+                self.note(f"error: {exc}")
+                return True
+        self._respond(lambda: self.conversation.send(text.strip()))
+        return True
+
+    # ------------------------------------------------------------------ replies
+
+    def _respond(self, start: Callable[[], Reply]) -> None:
+        """Stream one reply; Ctrl-C stops it, keeping what was said."""
+        try:
+            reply = start()
+        except KeyboardInterrupt:
+            self.note("(interrupted)")
+            return
+        except EdgespecError as exc:
+            self.note(f"error: {exc}")
+            return
+        if reply.dropped:
+            self._dropped_notice(reply.dropped)
+        last = ""
+        try:
+            with reply:
+                for event in reply:
+                    last = self._show(event) or last
+        except KeyboardInterrupt:
+            pass
+        except EdgespecError as exc:
+            self.note(f"\nerror: {exc}")
+        self._after(reply, last)
+
+    def _show(self, event: TokenEvent) -> str:
+        """Print one token's text; returns the text printed."""
+        text = printable(event.text)
+        if text:
+            style = DRAFT_STYLE if self.show_draft and event.from_draft else None
+            self.console.print(text, style=style, end="")
+        if self.token_delay:
+            time.sleep(self.token_delay)
+        return text
+
+    def _after(self, reply: Reply, last: str) -> None:
+        turn = reply.finish()
+        if not last.endswith("\n"):
+            self.console.print()
+        if turn.finish_reason == "interrupted":
+            self.note("(interrupted)")
+        elif reply.context_full:
+            self.note("(the context is full; the oldest turns will be dropped to make room)")
+        if not self.quiet:
+            self.note(format_stats(turn.stats, turn.strategy))
+
+    def _dropped_notice(self, n: int) -> None:
+        turns = "turn" if n == 1 else f"{n} turns"
+        self.note(f"(dropped the oldest {turns} to fit the {self.conversation.pair.n_ctx}-token context)")
+
+    def note(self, text: str) -> None:
+        """A line that is not the model's: notices, stats, command answers."""
+        self.console.print(text, style=NOTE_STYLE)
+
+    def _banner(self) -> None:
+        pair = self.conversation.pair
+        models = pair.target.path.name + (f" + draft {pair.draft.path.name}" if pair.draft else "")
+        self.note(f"edgespec chat · {models} · {pair.n_ctx}-token context · /help, Ctrl-D to leave")
+
+    # ------------------------------------------------------------------ commands
+
+    def _help(self, arg: str) -> bool:
+        self.note(HELP.format(names=", ".join(SETTINGS_HELP)))
+        return True
+
+    def _exit(self, arg: str) -> bool:
+        return False
+
+    def _clear(self, arg: str) -> bool:
+        self.conversation.clear()
+        self.note("(new conversation)")
+        return True
+
+    def _regen(self, arg: str) -> bool:
+        self._respond(self.conversation.regen)
+        return True
+
+    def _system(self, arg: str) -> bool:
+        if not arg:
+            self.note(f"system prompt: {self.conversation.system or '(none)'}")
+            return True
+        self.conversation.set_system(arg)
+        self.note("(system prompt set)")
+        return True
+
+    def _set(self, arg: str) -> bool:
+        if not arg:
+            self.note(self.conversation.settings.describe())
+            return True
+        name, _, value = arg.partition(" ")
+        if not value.strip():
+            allowed = f" ({name} is {SETTINGS_HELP[name]})" if name in SETTINGS_HELP else ""
+            self.note(f"usage: /set NAME VALUE{allowed}")
+            return True
+        self.conversation.set_option(name, value)
+        self.note(f"({name} = {getattr(self.conversation.settings, name)})")
+        return True
+
+    def _stats(self, arg: str) -> bool:
+        self.note(format_totals(self.conversation.totals))
+        return True
+
+    def _save(self, arg: str) -> bool:
+        if not arg:
+            self.note("usage: /save FILE")
+            return True
+        path = self.conversation.save(arg)
+        self.note(f"(saved to {path})")
+        return True

@@ -1,0 +1,423 @@
+"""A multi-turn chat over a :class:`~edgespec.generate.Pair` that prefills only what is new.
+
+Each turn's prompt is the previous turn's tokens (its prompt and the reply exactly as generated,
+never re-tokenized) followed by the chat template's rendering of only the new part: the end of the
+last reply, the new user message and the start of the next reply. The engine and the draft model
+both reuse the longest cached prefix, so a turn decodes only those new tokens.
+
+>>> conv = Conversation(pair, system="Be brief.")
+>>> with conv.send("Hi") as reply:
+...     for event in reply:
+...         print(event.text, end="")
+>>> conv.turns[-1].reply
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from edgespec import chat
+from edgespec.errors import ContextOverflowError, EdgespecError, InvalidParameterError, TemplateError
+from edgespec.generate import STRATEGIES, Generation, Pair, Stats, TokenEvent
+
+log = logging.getLogger(__name__)
+
+SETTINGS_HELP = {
+    "temp": "a number >= 0 (0 is greedy)",
+    "top_k": "an integer >= 0 (0 keeps every token)",
+    "top_p": "a number in (0, 1]",
+    "min_p": "a number in [0, 1]",
+    "seed": "an integer, or 'none' for a fresh random seed each reply",
+    "max_tokens": "an integer >= 1",
+    "strategy": "one of " + ", ".join(STRATEGIES),
+}
+"""The settings ``/set`` accepts, and what each allows."""
+
+
+@dataclass
+class Settings:
+    """The generation options of a chat, changeable between turns."""
+
+    temp: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    seed: int | None = None
+    max_tokens: int = 512
+    strategy: str = "auto"
+
+    def stream_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`Pair.stream` for these settings."""
+        options = asdict(self)
+        options["temperature"] = options.pop("temp")
+        return options
+
+    def set(self, name: str, text: str) -> None:
+        """Parse ``text`` and set the setting ``name``; on a bad name or value, say what is allowed."""
+        if name not in SETTINGS_HELP:
+            raise InvalidParameterError(f"unknown setting {name!r}; settings: {', '.join(SETTINGS_HELP)}")
+        value = _parse_setting(name, text.strip())
+        if value is _INVALID:
+            raise InvalidParameterError(f"{name} must be {SETTINGS_HELP[name]}, got {text!r}")
+        setattr(self, name, value)
+
+    def describe(self) -> str:
+        """``name=value`` pairs, for ``/set`` without arguments."""
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+_INVALID = object()
+
+
+def _parse_setting(name: str, text: str) -> object:
+    """The value of setting ``name`` written as ``text``, or ``_INVALID``."""
+    if name == "strategy":
+        return text if text in STRATEGIES else _INVALID
+    if name == "seed":
+        if text.lower() in ("none", "random"):
+            return None
+        return _parse_number(text, int, lambda v: True)
+    checks = {
+        "temp": (float, lambda v: v >= 0),
+        "top_k": (int, lambda v: v >= 0),
+        "top_p": (float, lambda v: 0 < v <= 1),
+        "min_p": (float, lambda v: 0 <= v <= 1),
+        "max_tokens": (int, lambda v: v >= 1),
+    }
+    kind, ok = checks[name]
+    return _parse_number(text, kind, ok)
+
+
+def _parse_number(text: str, kind: type, ok: Any) -> object:
+    try:
+        value = kind(text)
+    except ValueError:
+        return _INVALID
+    if isinstance(value, float) and not math.isfinite(value):
+        return _INVALID
+    return value if ok(value) else _INVALID
+
+
+@dataclass
+class Turn:
+    """One exchange: the user's message and the reply (partial when interrupted)."""
+
+    user: str
+    reply: str
+    finish_reason: str
+    """``"stop"``, ``"length"`` or ``"interrupted"``."""
+    strategy: str
+    stats: Stats
+    draft_prefilled: int = 0
+    """Tokens the draft model decoded to catch up (the new prompt, and accepted tokens it had not
+    drafted itself); 0 when the draft was not used."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "user": self.user,
+            "reply": self.reply,
+            "finish_reason": self.finish_reason,
+            "strategy": self.strategy,
+            "stats": self.stats.to_dict(),
+            "draft_prefilled": self.draft_prefilled,
+        }
+
+
+@dataclass
+class Totals:
+    """A session's figures, summed over its replies (``/stats``)."""
+
+    replies: int = 0
+    n_tokens: int = 0
+    decode_seconds: float = 0.0
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    prompt_tokens: int = 0
+    prompt_prefilled: int = 0
+    steps_by_source: dict[str, int] = field(default_factory=dict)
+
+    def add(self, stats: Stats) -> None:
+        """Count one reply."""
+        self.replies += 1
+        self.n_tokens += stats.n_tokens
+        self.decode_seconds += stats.decode_seconds
+        self.steps += stats.steps
+        self.drafted += stats.drafted
+        self.accepted += stats.accepted
+        self.prompt_tokens += stats.prompt_tokens
+        self.prompt_prefilled += stats.prompt_prefilled
+        for source, n in stats.steps_by_source.items():
+            self.steps_by_source[source] = self.steps_by_source.get(source, 0) + n
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens over decoding time."""
+        return self.n_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+    @property
+    def acceptance(self) -> float:
+        """Accepted guesses over drafted guesses."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted_per_step(self) -> float:
+        """Accepted guesses per verification step."""
+        return self.accepted / self.steps if self.steps else 0.0
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    """Token ids and the template text they stand for."""
+
+    text: str
+    tokens: list[int]
+
+
+class Reply:
+    """A reply being generated. Iterate for :class:`TokenEvent`; use as a context manager.
+
+    Leaving the ``with`` block (normally, or by Ctrl-C or an error) records the turn in the
+    conversation: a reply cut short is kept as it stands, with finish reason ``"interrupted"``.
+    """
+
+    def __init__(
+        self, conversation: Conversation, user: str, prompt: _Tokens, generation: Generation, dropped: int
+    ) -> None:
+        self.conversation = conversation
+        self.user = user
+        self.prompt = prompt
+        self.generation = generation
+        self.dropped = dropped
+        """Oldest turns dropped from the context to make room for this one."""
+        self.turn: Turn | None = None
+        """The recorded turn, once :meth:`finish` has run."""
+        self._done = False
+        self._draft_start = conversation._draft_prefilled()
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        yield from self.generation
+        self._done = True
+
+    def __enter__(self) -> Reply:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.finish()
+
+    @property
+    def context_full(self) -> bool:
+        """Whether the reply stopped because the context had no room left."""
+        result = self.generation.result
+        settings = self.conversation.settings
+        return result.finish_reason == "length" and len(result.token_ids) < settings.max_tokens
+
+    def finish(self) -> Turn:
+        """Record the turn (once); the reply so far counts as interrupted if iteration did not end."""
+        if self.turn is None:
+            draft_prefilled = self.conversation._draft_prefilled() - self._draft_start
+            self.turn = self.conversation._record(self, self._done, draft_prefilled)
+        return self.turn
+
+
+class Conversation:
+    """Messages, a system prompt, and the token history that lets each turn prefill only new tokens.
+
+    Args:
+        pair: the loaded models; their caches follow this conversation (one conversation per pair).
+        system: the system prompt, or None.
+        settings: generation options; changeable between turns.
+    """
+
+    def __init__(self, pair: Pair, system: str | None = None, settings: Settings | None = None) -> None:
+        self.pair = pair
+        self.system = system or None
+        self.settings = settings or Settings()
+        self.turns: list[Turn] = []
+        """Every turn since the start or the last :meth:`clear`, dropped ones included."""
+        self.first = 0
+        """Index of the oldest turn still in the context; older ones were dropped to make room."""
+        self.totals = Totals()
+        self._history: _Tokens | None = None
+        """The last prompt plus its reply, as token ids and template text; None: re-tokenize."""
+        self._last_prompt: _Tokens | None = None
+        template = pair.target.chat_template()
+        if template is None:
+            raise TemplateError(
+                f"{pair.target.path.name} has no chat template, which chat needs "
+                "(use `edgespec generate --raw` for raw text)"
+            )
+        self._template = template
+
+    # ------------------------------------------------------------------ messages
+
+    @property
+    def messages(self) -> list[chat.Message]:
+        """What the model sees: the system prompt, then the turns still in the context."""
+        out: list[chat.Message] = [{"role": "system", "content": self.system}] if self.system else []
+        for turn in self.turns[self.first :]:
+            out += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
+        return out
+
+    def set_option(self, name: str, text: str) -> None:
+        """Change one generation setting from text (``/set``); a bad name or value says what is allowed."""
+        if name == "strategy" and text.strip() == "draft" and self.pair.draft_model is None:
+            raise InvalidParameterError("strategy draft needs a draft model; this chat has none")
+        self.settings.set(name, text)
+
+    def set_system(self, text: str | None) -> None:
+        """Replace the system prompt (None: none). The next turn re-reads the conversation."""
+        self.system = text or None
+        self._history = self._last_prompt = None
+
+    def clear(self) -> None:
+        """Start a new conversation (same system prompt), forgetting both models' caches."""
+        self.turns = []
+        self.first = 0
+        self._history = self._last_prompt = None
+        self.pair.reset()
+
+    # ------------------------------------------------------------------ turns
+
+    def send(self, text: str) -> Reply:
+        """Start the reply to a new user message; old turns are dropped if the context needs room.
+
+        Raises :class:`ContextOverflowError` when the message does not fit even alone.
+        """
+        prompt, dropped = self._fit(text)
+        return self._start(text, prompt, dropped)
+
+    def regen(self) -> Reply:
+        """Redo the last reply: forget it and generate again for the same user message."""
+        if len(self.turns) <= self.first:
+            raise EdgespecError("there is no reply to redo yet")
+        last = self.turns.pop()
+        prompt, self._history = self._last_prompt, None
+        try:
+            if prompt is None:
+                return self.send(last.user)
+            return self._start(last.user, prompt, 0)
+        except BaseException:
+            self.turns.append(last)  # nothing new was generated: the old reply stands
+            raise
+
+    def _start(self, user: str, prompt: _Tokens, dropped: int) -> Reply:
+        gen = self.pair.stream(prompt.tokens, **self.settings.stream_kwargs())
+        stats = gen.stats
+        log.info(
+            "turn %d: prompt %d tokens, target prefilled %d",
+            len(self.turns) + 1,
+            stats.prompt_tokens,
+            stats.prompt_prefilled,
+        )
+        return Reply(self, user, prompt, gen, dropped)
+
+    def _record(self, reply: Reply, done: bool, draft_prefilled: int) -> Turn:
+        """Add a finished (or cut short) reply to the conversation."""
+        result = reply.generation.result
+        reason = result.finish_reason if done else "interrupted"
+        turn = Turn(reply.user, result.text, reason, result.strategy, result.stats, draft_prefilled)
+        self.turns.append(turn)
+        self.totals.add(result.stats)
+        self._last_prompt = reply.prompt
+        tokens = self._tokens_for(result.token_ids, result.text)
+        self._history = (
+            None if tokens is None else _Tokens(reply.prompt.text + result.text, reply.prompt.tokens + tokens)
+        )
+        log.info("turn %d: %s, draft caught up %d tokens", len(self.turns), reason, draft_prefilled)
+        return turn
+
+    def _tokens_for(self, token_ids: Sequence[int], text: str) -> list[int] | None:
+        """The reply's tokens whose text is exactly ``text``: a reply cut short may end in part of
+        a character that was never shown; those tokens are left out. None if they cannot match."""
+        tokens = list(token_ids)
+        for _ in range(4):
+            if self.pair.target.detokenize(tokens) == text:
+                return tokens
+            if not tokens:
+                break
+            tokens.pop()
+        return None
+
+    # ------------------------------------------------------------------ tokens
+
+    def _fit(self, user: str) -> tuple[_Tokens, int]:
+        """The prompt for a new user message, dropping the oldest turns until it fits."""
+        n_ctx = self.pair.n_ctx
+        room = min(self.settings.max_tokens, n_ctx // 4)
+        dropped = 0
+        while True:
+            prompt = self._prompt([*self.messages, {"role": "user", "content": user}])
+            if len(prompt.tokens) + room <= n_ctx or self.first >= len(self.turns):
+                break
+            self.first += 1
+            dropped += 1
+            self._history = self._last_prompt = None
+        if len(prompt.tokens) >= n_ctx:
+            raise ContextOverflowError(
+                f"the message needs {len(prompt.tokens)} tokens with the system prompt, but the context "
+                f"holds {n_ctx}; shorten it or raise --ctx-size"
+            )
+        if dropped:
+            log.info("dropped %d oldest turns to fit the %d-token context", dropped, n_ctx)
+        return prompt, dropped
+
+    def _prompt(self, messages: Sequence[chat.Message]) -> _Tokens:
+        """The tokens of ``messages`` ready for a reply: the cached history plus the new part's
+        tokens when the history's text is a prefix of the rendering, else the whole rendering."""
+        text = self._render(messages)
+        history = self._history
+        if history is not None and text.startswith(history.text):
+            new = self.pair.target.tokenize(text[len(history.text) :], add_special=False, parse_special=True)
+            return _Tokens(text, history.tokens + new)
+        return _Tokens(text, self.pair.tokenize_prompt(messages, self._template))
+
+    def _render(self, messages: Sequence[chat.Message]) -> str:
+        target = self.pair.target
+        bos = target.token_bytes(target.bos, special=True).decode("utf-8", "replace")
+        eos = target.token_bytes(target.eos, special=True).decode("utf-8", "replace")
+        return chat.render(self._template, messages, bos_token=bos, eos_token=eos)
+
+    def _draft_prefilled(self) -> int:
+        draft = self.pair.draft_model
+        return draft.n_prefilled if draft is not None else 0
+
+    # ------------------------------------------------------------------ saving
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole conversation as JSON-ready data (dropped turns included)."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
+        for turn in self.turns:
+            messages += [
+                {"role": "user", "content": turn.user},
+                {"role": "assistant", "content": turn.reply, "finish_reason": turn.finish_reason},
+            ]
+        draft = self.pair.draft
+        return {
+            "target": str(self.pair.target.path),
+            "draft": str(draft.path) if draft is not None else None,
+            "n_ctx": self.pair.n_ctx,
+            "settings": asdict(self.settings),
+            "messages": messages,
+            "turns_dropped_from_context": self.first,
+            "turns": [turn.to_dict() for turn in self.turns],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path``; returns the path written."""
+        out = Path(path).expanduser()
+        try:
+            out.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise EdgespecError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        return out
