@@ -1,0 +1,289 @@
+"""Conversation: token-level history, prefill of only the new tokens, overflow, interrupts, saving."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgespec import Pair
+from edgespec.conversation import Conversation, Settings
+from edgespec.errors import ContextOverflowError, EdgespecError, InvalidParameterError, TemplateError
+
+GREEDY = Settings(temp=0.0, max_tokens=24, strategy="none")
+LONG_REPLY = "a"  # the tiny target's greedy reply to this first message is over 100 tokens
+
+
+@pytest.fixture(scope="module")
+def pair(tiny: dict[str, Path]) -> Iterator[Pair]:
+    """The tiny target with its identical draft, reset before each use by a new Conversation."""
+    p = Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def conv(pair: Pair) -> Conversation:
+    """A fresh greedy conversation (the pair's caches reset)."""
+    pair.reset()
+    return Conversation(pair, settings=Settings(**vars(GREEDY)))
+
+
+def say(conv: Conversation, text: str) -> str:
+    """Send one message, run the reply to its end, return its text."""
+    with conv.send(text) as reply:
+        for _ in reply:
+            pass
+    return conv.turns[-1].reply
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_settings_map_to_stream_kwargs() -> None:
+    kwargs = Settings(temp=0.5, seed=3).stream_kwargs()
+    assert kwargs["temperature"] == 0.5 and kwargs["seed"] == 3 and "temp" not in kwargs
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("temp", "0", 0.0),
+        ("top_k", "0", 0),
+        ("top_p", "1", 1.0),
+        ("min_p", "0.1", 0.1),
+        ("seed", "7", 7),
+        ("seed", "none", None),
+        ("max_tokens", "5", 5),
+        ("strategy", "lookup", "lookup"),
+    ],
+)
+def test_settings_accept_good_values(name: str, text: str, value: object) -> None:
+    settings = Settings()
+    settings.set(name, text)
+    assert getattr(settings, name) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "allowed"),
+    [
+        ("temp", "-1", ">= 0"),
+        ("temp", "hot", ">= 0"),
+        ("temp", "nan", ">= 0"),
+        ("top_k", "1.5", "integer"),
+        ("top_p", "0", "(0, 1]"),
+        ("min_p", "2", "[0, 1]"),
+        ("seed", "x", "integer"),
+        ("max_tokens", "0", ">= 1"),
+        ("strategy", "fast", "auto, draft, lookup, none"),
+        ("temperature", "1", "settings: temp, top_k"),
+    ],
+)
+def test_settings_refuse_bad_values_saying_what_is_allowed(name: str, text: str, allowed: str) -> None:
+    settings = Settings()
+    with pytest.raises(InvalidParameterError) as info:
+        settings.set(name, text)
+    assert allowed in str(info.value)
+    assert settings == Settings()
+
+
+def test_strategy_draft_needs_a_draft_model(tiny: dict[str, Path]) -> None:
+    alone = Pair(tiny["target"], n_ctx=128, n_threads=1)
+    try:
+        with pytest.raises(InvalidParameterError, match="draft model"):
+            Conversation(alone).set_option("strategy", "draft")
+    finally:
+        alone.close()
+
+
+def test_a_model_without_chat_template_is_refused(tiny: dict[str, Path]) -> None:
+    raw = Pair(tiny["notemplate"], n_ctx=64, n_threads=1)
+    try:
+        with pytest.raises(TemplateError, match="chat template"):
+            Conversation(raw)
+    finally:
+        raw.close()
+
+
+# ---------------------------------------------------------------------------- prefill
+
+
+def test_second_turn_prefills_only_the_new_tokens(conv: Conversation) -> None:
+    say(conv, "tell me about byte tokens " * 8)
+    first = conv.turns[0]
+    n_before = first.stats.prompt_tokens + first.stats.n_tokens
+    say(conv, "and then?")
+    second = conv.turns[1].stats
+    assert first.stats.prompt_prefilled == first.stats.prompt_tokens - 1  # all but the pending token
+    new_tokens = second.prompt_tokens - n_before
+    # The EOS that ended the first reply was generated, so it is already in the cache.
+    eos_cached = first.finish_reason == "stop"
+    assert second.prompt_prefilled == new_tokens - eos_cached
+    assert second.prompt_prefilled < 40 < n_before
+
+
+def test_history_keeps_the_generated_tokens_not_a_retokenization(conv: Conversation, pair: Pair) -> None:
+    say(conv, LONG_REPLY)
+    reply = conv._history
+    assert reply is not None
+    prompt = pair.tokenize_prompt(conv.messages[:1])
+    generated = reply.tokens[len(prompt) :]
+    assert reply.tokens[: len(prompt)] == prompt
+    # The tiny model babbles bytes that are not UTF-8; its text would re-tokenize differently.
+    assert pair.target.detokenize(generated) == conv.turns[0].reply
+    say(conv, "more")
+    assert conv.turns[1].stats.prompt_prefilled < 30
+
+
+def test_kv_reuse_does_not_change_the_reply(conv: Conversation, pair: Pair) -> None:
+    say(conv, "hello there")
+    with conv.send("and now?") as reply:
+        prompt = list(reply.prompt.tokens)
+        for _ in reply:
+            pass
+    cached_reply = conv.turns[-1].reply
+    pair.reset()
+    fresh = pair.generate(prompt, temperature=0.0, max_tokens=GREEDY.max_tokens, strategy="none")
+    assert fresh.stats.prompt_prefilled == len(prompt) - 1
+    assert fresh.text == cached_reply
+
+
+def test_the_draft_catches_up_only_on_new_tokens(conv: Conversation) -> None:
+    conv.settings.strategy = "draft"
+    say(conv, "a long first message for the draft to read once " * 5)
+    first = conv.turns[0]
+    say(conv, "short")
+    second = conv.turns[1]
+    assert first.draft_prefilled >= first.stats.prompt_tokens
+    # New prompt tokens, plus a token or two per step that the draft did not decode itself.
+    assert second.draft_prefilled <= second.stats.prompt_prefilled + 2 * second.stats.steps + 1
+    assert second.draft_prefilled < second.stats.prompt_tokens / 3
+
+
+# ---------------------------------------------------------------------------- interrupts, regen, clear
+
+
+def test_an_interrupted_reply_is_kept_and_the_next_turn_sees_it(conv: Conversation) -> None:
+    conv.settings.max_tokens = 200
+    with pytest.raises(KeyboardInterrupt), conv.send(LONG_REPLY) as reply:
+        for i, _ in enumerate(reply):
+            if i == 10:
+                raise KeyboardInterrupt
+    turn = conv.turns[0]
+    assert turn.finish_reason == "interrupted"
+    assert len(turn.reply) > 0 and turn.stats.n_tokens == 11
+    assert conv.messages[-1] == {"role": "assistant", "content": turn.reply}
+    say(conv, "go on")
+    assert conv.turns[1].finish_reason in ("stop", "length")
+    assert conv.turns[1].stats.prompt_prefilled < 30
+
+
+def test_a_reply_cut_inside_a_character_keeps_only_whole_characters(conv: Conversation, pair: Pair) -> None:
+    # Tokens whose text was never shown (half a UTF-8 character) are left out of the history.
+    ok = pair.target.tokenize("ok", add_special=False)
+    euro = pair.target.tokenize("€", add_special=False)  # three byte tokens in the tiny vocabulary
+    assert len(euro) == 3
+    assert conv._tokens_for(ok + euro[:2], "ok") == ok
+    assert conv._tokens_for(ok + euro, "ok€") == ok + euro
+
+
+def test_regen_redoes_the_last_reply_from_the_cache(conv: Conversation) -> None:
+    first = say(conv, "hello there")
+    with conv.regen() as reply:
+        for _ in reply:
+            pass
+    assert len(conv.turns) == 1
+    assert conv.turns[0].reply == first  # greedy
+    assert conv.turns[0].stats.prompt_prefilled == 0
+
+
+def test_regen_without_a_reply_is_an_error(conv: Conversation) -> None:
+    with pytest.raises(EdgespecError, match="no reply"):
+        conv.regen()
+
+
+def test_clear_starts_over_with_empty_caches(conv: Conversation) -> None:
+    conv.set_system("You are terse.")
+    say(conv, "hello there")
+    conv.clear()
+    assert conv.turns == [] and conv.messages == [{"role": "system", "content": "You are terse."}]
+    assert conv.pair.engine.history == []
+    say(conv, "hello there")
+    stats = conv.turns[0].stats
+    assert stats.prompt_prefilled == stats.prompt_tokens - 1
+
+
+def test_a_new_system_prompt_applies_to_the_next_turn(conv: Conversation) -> None:
+    say(conv, "hi")
+    conv.set_system("Answer in French.")
+    with conv.send("again") as reply:
+        prompt_text = reply.prompt.text
+        for _ in reply:
+            pass
+    assert "Answer in French." in prompt_text and prompt_text.index("French") < prompt_text.index("hi")
+    assert conv.messages[0] == {"role": "system", "content": "Answer in French."}
+
+
+# ---------------------------------------------------------------------------- context overflow
+
+
+@pytest.fixture
+def small(tiny: dict[str, Path]) -> Iterator[Conversation]:
+    """A conversation in a small context (llama.cpp rounds it up to 256), with a system prompt."""
+    p = Pair(tiny["target"], n_ctx=160, n_threads=1)
+    yield Conversation(p, system="sys", settings=Settings(temp=0.0, max_tokens=8, strategy="none"))
+    p.close()
+
+
+def test_overflow_drops_the_oldest_turns_and_keeps_the_system_prompt(small: Conversation) -> None:
+    dropped = []
+    for i in range(6):
+        with small.send(f"message number {i}: " + "x" * 60) as reply:
+            dropped.append(reply.dropped)
+            for _ in reply:
+                pass
+    assert sum(dropped) > 0 and dropped[0] == 0
+    assert small.first == sum(dropped)
+    messages = small.messages
+    assert messages[0] == {"role": "system", "content": "sys"}
+    assert messages[1]["content"].startswith(f"message number {small.first}:")
+    assert len(small.turns) == 6  # the record keeps every turn
+    assert all(t.stats.prompt_tokens <= small.pair.n_ctx for t in small.turns)
+
+
+def test_a_message_too_long_for_the_context_is_refused(small: Conversation) -> None:
+    with pytest.raises(ContextOverflowError, match=f"context holds {small.pair.n_ctx}"):
+        small.send("y" * 2 * small.pair.n_ctx)
+    assert small.turns == []
+    say(small, "short")
+    assert len(small.turns) == 1
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def test_save_writes_the_conversation_as_json(conv: Conversation, tmp_path: Path) -> None:
+    conv.set_system("sys")
+    say(conv, "hello there")
+    path = conv.save(tmp_path / "chat.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert [m["role"] for m in data["messages"]] == ["system", "user", "assistant"]
+    assert data["messages"][2]["content"] == conv.turns[0].reply
+    assert data["settings"]["temp"] == 0.0
+    assert data["turns"][0]["stats"]["n_tokens"] == conv.turns[0].stats.n_tokens
+
+
+def test_save_to_an_unwritable_place_is_a_clean_error(conv: Conversation, tmp_path: Path) -> None:
+    with pytest.raises(EdgespecError, match="cannot write"):
+        conv.save(tmp_path / "missing" / "chat.json")
+
+
+def test_totals_sum_the_replies(conv: Conversation) -> None:
+    say(conv, "one")
+    say(conv, "two")
+    totals = conv.totals
+    assert totals.replies == 2
+    assert totals.n_tokens == sum(t.stats.n_tokens for t in conv.turns)
+    assert totals.prompt_prefilled < totals.prompt_tokens
