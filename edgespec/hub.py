@@ -23,11 +23,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
@@ -51,6 +54,7 @@ DEFAULT_QUANTS = ("Q4_K_M", "Q4_0")
 """Tried in order when ``org/repo`` names no quant (llama.cpp's ``-hf`` default)."""
 SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _REPO_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<quant>[\w.-]+))?$")
+PROBE_TIMEOUT_S = 5.0
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -168,7 +172,7 @@ def _model_files(files: list[str]) -> list[str]:
 def _quant_of(filename: str) -> str:
     name = SPLIT_RE.sub(".gguf", filename.rsplit("/", 1)[-1])
     match = re.search(r"((?:I?Q\d[\w]*)|(?:[BF]F?16)|F32)\.gguf$", name, re.IGNORECASE)
-    return match[1] if match else name
+    return match[1].upper() if match else name
 
 
 def pick_file(files: list[str], quant: str | None, repo: str = "the repo") -> str:
@@ -249,6 +253,28 @@ def _hub_errors(repo: str, what: str, revision: str | None) -> Iterator[None]:
         raise DownloadError(f"the download of {what} failed: {first}") from exc
 
 
+@cache
+def _reachable(endpoint: str) -> bool:
+    # huggingface_hub retries a refused connection for ~20 s per file before giving up; one quick
+    # TCP connection tells whether the Hub answers at all. Behind a proxy only the client can tell.
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    ):
+        return True
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub (``HF_ENDPOINT``) accepts connections; False in offline mode."""
+    return not constants.is_offline_mode() and _reachable(_endpoint())
+
+
 def _check_space(need: int, where: Path, what: str) -> None:
     existing = where
     while not existing.exists() and existing != existing.parent:
@@ -282,7 +308,7 @@ def _cached_repo_files(repo: str, revision: str | None) -> list[str] | None:
 
 def repo_files(repo: str, revision: str | None = None, *, download: bool = True) -> dict[str, int | None]:
     """The files of a Hub repo with their sizes (None where unknown), from the cache when offline."""
-    if download and not constants.is_offline_mode():
+    if download and hub_reachable():
         try:
             with _hub_errors(repo, repo, revision):
                 tree = HfApi().list_repo_tree(repo, revision=revision, recursive=True)
@@ -295,8 +321,11 @@ def repo_files(repo: str, revision: str | None = None, *, download: bool = True)
             return dict.fromkeys(cached)
     cached = _cached_repo_files(repo, revision)
     if cached is None:
-        why = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else "downloads are off"
-        raise DownloadError(f"{repo} is not in the cache and {why}")
+        if constants.is_offline_mode():
+            raise DownloadError(f"{repo} is not in the cache and HF_HUB_OFFLINE is set")
+        if download:
+            raise HubUnreachable(f"cannot reach the Hub at {_endpoint()}, and {repo} is not in the cache")
+        raise DownloadError(f"{repo} is not downloaded yet: run `edgespec pull {repo}`")
     return dict.fromkeys(cached)
 
 
@@ -305,13 +334,19 @@ def download_file(
 ) -> Path:
     """One file of a Hub repo through huggingface_hub's cache; the local path."""
     what = f"{repo}/{filename}"
+    online = download and hub_reachable()
     with _hub_errors(repo, what, revision):
-        if download and not constants.is_offline_mode():
+        if download and not online and not constants.is_offline_mode():
+            cached = try_to_load_from_cache(repo, filename, revision=revision)
+            if not (isinstance(cached, str) and Path(cached).is_file()):
+                raise HubUnreachable(f"cannot reach the Hub at {_endpoint()}, and {what} is not in the cache")
+            return Path(cached)
+        if online:
             info: Any = hf_hub_download(repo, filename, revision=revision, dry_run=True)
             need = info.file_size if info.file_size is not None else size
             if info.will_download and need:
                 _check_space(need, _hub_cache(), what)
-        path = hf_hub_download(repo, filename, revision=revision, local_files_only=not download)
+        path = hf_hub_download(repo, filename, revision=revision, local_files_only=not online)
     return Path(str(path))
 
 
