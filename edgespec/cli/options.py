@@ -124,14 +124,17 @@ def load_pair(
     draft_max: int,
     p_min: float,
 ) -> Pair:
-    """Load the pair the model options name."""
-    if pair is not None:
-        raise click.UsageError("--pair needs the model registry, which is not built yet")
-    if target is None:
-        raise click.UsageError("no target model given: pass --target PATH (and --draft PATH)")
+    """Load the pair the model options name (each a path, pair name, org/repo[:QUANT] or
+    org/repo/file.gguf); with none, the default pair from the cache, pulled if missing."""
+    import logging
+
+    from edgespec.hub import resolve_pair
+
+    logging.getLogger("edgespec.hub").setLevel(logging.INFO)  # say so when a download starts
+    target_path, draft_path = resolve_pair(target, draft, pair, download=True)
     return Pair(
-        target,
-        draft,
+        target_path,
+        draft_path,
         n_ctx=ctx_size,
         n_threads=threads,
         n_gpu_layers=n_gpu_layers,
