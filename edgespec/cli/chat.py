@@ -221,6 +221,8 @@ class ChatUI:
         self.quiet = quiet
         self.token_delay = token_delay
         self.console = console or Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
+        # NO_COLOR: rich drops colours but keeps attributes such as dim; plain text is asked for.
+        self.note_style = None if self.console.no_color else NOTE_STYLE
         self.commands: dict[str, Callable[[str], bool]] = {
             "/help": self._help,
             "/exit": self._exit,
@@ -317,7 +319,7 @@ class ChatUI:
 
     def note(self, text: str) -> None:
         """A line that is not the model's: notices, stats, command answers."""
-        self.console.print(text, style=NOTE_STYLE)
+        self.console.print(text, style=self.note_style)
 
     def _banner(self) -> None:
         pair = self.conversation.pair
