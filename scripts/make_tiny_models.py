@@ -3,7 +3,7 @@
     python scripts/make_tiny_models.py OUT_DIR
 
 Every model is a 2-layer, 64-wide llama with a SentencePiece-style vocabulary of byte tokens plus
-ChatML control tokens (261 tokens), float32 weights drawn from fixed seeds, and a ChatML chat
+ChatML control tokens and the SentencePiece space (262 tokens), float32 weights drawn from fixed seeds, and a ChatML chat
 template, so the files are identical on every run. The drafts control acceptance:
 
 - ``draft-same``: the target's own weights (every greedy guess is accepted);
@@ -33,13 +33,13 @@ CHATML = (
 
 
 def vocabulary(changed_id: int | None = None) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and token types: <unk> <s> </s>, 256 byte tokens, <|im_start|> <|im_end|>."""
+    """Tokens, scores and token types: <unk> <s> </s>, 256 byte tokens, <|im_start|> <|im_end|> ▁."""
     tokens = [b"<unk>", b"<s>", b"</s>"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
     tokens += [f"<0x{b:02X}>".encode() for b in range(256)]
     types += [gguf.TokenType.BYTE] * 256
-    tokens += [b"<|im_start|>", b"<|im_end|>"]
-    types += [gguf.TokenType.CONTROL] * 2
+    tokens += [b"<|im_start|>", b"<|im_end|>", "\u2581".encode()]
+    types += [gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL]
     if changed_id is not None:
         tokens[changed_id] = b"<|changed|>"
         types[changed_id] = gguf.TokenType.CONTROL
@@ -101,6 +101,7 @@ def write_model(
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(False)
     if template is not None:
         writer.add_chat_template(template)
     for name, array in tensors.items():

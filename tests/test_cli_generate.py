@@ -1,0 +1,126 @@
+"""`edgespec generate` from the outside: JSON output, streaming, and every bad input as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgespec", "generate", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_json_output_has_the_documented_fields(tiny: dict[str, Path]) -> None:
+    proc = run(
+        "--target",
+        str(tiny["target"]),
+        "--draft",
+        str(tiny["draft-noisy"]),
+        "--raw",
+        "--prompt",
+        "The quick brown fox",
+        "--max-tokens",
+        "12",
+        "--temp",
+        "0",
+        "--strategy",
+        "draft",
+        "--json",
+        "--threads",
+        "1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) >= {
+        "text",
+        "token_ids",
+        "n_tokens",
+        "finish_reason",
+        "prompt_tokens",
+        "prompt_seconds",
+        "decode_seconds",
+        "tokens_per_second",
+        "strategy",
+        "stats",
+    }
+    assert out["n_tokens"] == len(out["token_ids"]) == 12 and out["finish_reason"] == "length"
+    assert out["strategy"] == "draft"
+    assert {"steps", "drafted", "accepted", "steps_by_source"} <= set(out["stats"])
+    assert out["stats"]["steps"] == out["stats"]["steps_by_source"]["draft"]
+
+
+def test_streamed_text_equals_json_text_and_strategies_agree(tiny: dict[str, Path]) -> None:
+    base = [
+        "--target",
+        str(tiny["target"]),
+        "--draft",
+        str(tiny["draft-noisy"]),
+        "--raw",
+        "--prompt",
+        "The quick brown fox",
+        "--max-tokens",
+        "30",
+        "--temp",
+        "0",
+        "--threads",
+        "1",
+    ]
+    texts = {}
+    for strategy in ("none", "draft", "lookup", "auto"):
+        proc = run(*base, "--strategy", strategy, "--json")
+        assert proc.returncode == 0, proc.stderr
+        texts[strategy] = json.loads(proc.stdout.splitlines()[-1])["token_ids"]
+    assert all(t == texts["none"] for t in texts.values())
+    streamed = run(*base, "--strategy", "draft")
+    as_json = json.loads(run(*base, "--strategy", "draft", "--json").stdout.splitlines()[-1])["text"]
+    assert streamed.stdout == as_json + ("" if as_json.endswith("\n") else "\n")
+
+
+@pytest.fixture(scope="module")
+def bad_files(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "notes.gguf").write_text("not a model")
+    (d / "cut.gguf").write_bytes(tiny["target"].read_bytes()[:5000])
+    (d / "long.txt").write_text("word " * 2000)
+    return {"dir": d, "text": d / "notes.gguf", "cut": d / "cut.gguf", "long": d / "long.txt"}
+
+
+CASES = {
+    "missing file": (["--target", "{dir}/nope.gguf"], "not found"),
+    "directory": (["--target", "{dir}"], "is a directory"),
+    "not gguf": (["--target", "{text}"], "not a GGUF file"),
+    "truncated": (["--target", "{cut}"], "truncated"),
+    "other tokenizer": (["--draft", "{othervocab}"], "token 10 differs"),
+    "zero max tokens": (["--max-tokens", "0"], "--max-tokens"),
+    "negative max tokens": (["--max-tokens", "-5"], "--max-tokens"),
+    "negative temperature": (["--temp", "-0.5"], "--temp"),
+    "top-p zero": (["--top-p", "0"], "--top-p"),
+    "top-p above one": (["--top-p", "1.01"], "--top-p"),
+    "prompt longer than context": (["--prompt-file", "{long}", "--ctx-size", "256"], "context holds"),
+    "missing prompt file": (["--prompt-file", "{dir}/none.txt"], "none.txt"),
+    "no prompt": (["--no-prompt"], "prompt"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_clear_line(case: str, tiny: dict[str, Path], bad_files: dict[str, Path]) -> None:
+    args, expected = CASES[case]
+    paths = {**{k: str(v) for k, v in bad_files.items()}, "othervocab": str(tiny["draft-othervocab"])}
+    args = [a.format(**paths) for a in args]
+    full = ["--target", str(tiny["target"]), "--prompt", "hi", "--max-tokens", "4", "--threads", "1"]
+    if "--prompt-file" in args:
+        full = full[:2] + full[4:]
+    if args == ["--no-prompt"]:
+        full, args = full[:2] + full[4:], []
+    proc = run(*full, *args)
+    assert proc.returncode in (1, 2), proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and expected in lines[0]
+    assert lines[0].startswith("edgespec: error:")

@@ -1,0 +1,158 @@
+"""End to end on tiny models: speculative greedy output equals the target alone's, token for token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgespec import Pair
+
+PROMPTS = ["hello world", "The quick brown fox jumps over the lazy dog. " * 3, "def f(x):\n    return x"]
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny: dict[str, Path]) -> dict[str, Pair]:
+    return {
+        kind: Pair(tiny["target"], tiny[kind], n_ctx=512, n_threads=1, p_min=0.0)
+        for kind in ("draft-same", "draft-noisy", "draft-unrelated")
+    }
+
+
+def reference(pair: Pair, prompt: str, n: int = 60) -> list[int]:
+    return pair.generate(prompt, max_tokens=n, temperature=0, strategy="none").token_ids
+
+
+@pytest.mark.parametrize("kind", ["draft-same", "draft-noisy", "draft-unrelated"])
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_greedy_draft_output_equals_target_alone(pairs: dict[str, Pair], kind: str, k: int) -> None:
+    pair = pairs[kind]
+    pair.max_draft = k
+    for prompt in PROMPTS:
+        want = reference(pair, prompt)
+        got = pair.generate(prompt, max_tokens=60, temperature=0, strategy="draft")
+        assert got.token_ids == want
+        assert got.stats.drafted > 0
+        assert (
+            max(got.stats.to_dict()["drafted_by_position"] or [0])
+            and len(
+                got.stats.to_dict()["drafted_by_position"]  # type: ignore[arg-type]
+            )
+            <= k
+        )
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("strategy", ["lookup", "auto"])
+def test_greedy_lookup_and_auto_output_equals_target_alone(
+    pairs: dict[str, Pair], k: int, strategy: str
+) -> None:
+    pair = pairs["draft-noisy"]
+    pair.max_draft = k
+    for prompt in PROMPTS:
+        assert pair.generate(prompt, max_tokens=60, temperature=0, strategy=strategy).token_ids == reference(
+            pair, prompt
+        )
+
+
+def test_acceptance_follows_how_alike_the_draft_is(pairs: dict[str, Pair]) -> None:
+    rates = {}
+    for kind, pair in pairs.items():
+        pair.max_draft = 4
+        rates[kind] = pair.generate(
+            PROMPTS[1], max_tokens=80, temperature=0, strategy="draft"
+        ).stats.acceptance
+    assert rates["draft-same"] == 1.0
+    assert 0.1 < rates["draft-noisy"] < 0.95
+    assert rates["draft-unrelated"] < rates["draft-noisy"]
+
+
+def test_came_from_draft_pattern(pairs: dict[str, Pair]) -> None:
+    pair = pairs["draft-same"]
+    pair.max_draft = 4
+    gen = pair.stream(PROMPTS[0], max_tokens=30, temperature=0, strategy="draft")
+    flags = [e.from_draft for e in gen if e.token is not None]
+    # Every guess of an identical draft is kept: four guessed tokens, then the target's own.
+    assert flags == ([True] * 4 + [False]) * 6
+    stats = gen.result.stats
+    assert stats.accepted == sum(flags) == 24 and stats.steps == 6
+
+    noisy = pairs["draft-noisy"]
+    noisy.max_draft = 4
+    gen = noisy.stream(PROMPTS[1], max_tokens=60, temperature=0, strategy="draft")
+    flags = [e.from_draft for e in gen if e.token is not None]
+    result = gen.result
+    # One target token per step, except the last when an end-of-generation token cut it short.
+    assert flags.count(False) == result.stats.steps - (result.finish_reason == "stop")
+    assert sum(flags) <= result.stats.accepted
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_max_tokens_landing_inside_a_block(pairs: dict[str, Pair], k: int) -> None:
+    pair = pairs["draft-same"]
+    pair.max_draft = k
+    want = reference(pair, PROMPTS[2], 20)
+    for m in range(1, 14):
+        got = pair.generate(PROMPTS[2], max_tokens=m, temperature=0, strategy="draft")
+        assert got.token_ids == want[:m]
+        assert got.finish_reason == "length"
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_real_eos_inside_a_draft_block(pairs: dict[str, Pair], k: int) -> None:
+    # The tiny target ends "hello world" with an end-of-generation token after 37 tokens.
+    pair = pairs["draft-same"]
+    pair.max_draft = k
+    want = pair.generate(PROMPTS[0], max_tokens=60, temperature=0, strategy="none")
+    assert want.finish_reason == "stop" and len(want.token_ids) == 37
+    got = pair.generate(PROMPTS[0], max_tokens=60, temperature=0, strategy="draft")
+    assert got.token_ids == want.token_ids and got.finish_reason == "stop"
+    assert got.stats.steps < len(want.token_ids)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_end_of_generation_inside_a_draft_block(pairs: dict[str, Pair], k: int) -> None:
+    # The tiny models rarely emit EOS, so a token from the middle of the reference output is
+    # made a stop token: it takes the same path as EOS (generation ends before it).
+    pair = pairs["draft-same"]
+    pair.max_draft = k
+    want = reference(pair, PROMPTS[0], 40)
+    at = next(i for i in range(5, 40) if want[i] not in want[:i])
+    for strategy in ("none", "draft", "lookup", "auto"):
+        got = pair.generate(
+            PROMPTS[0], max_tokens=40, temperature=0, strategy=strategy, stop_token_ids=[want[at]]
+        )
+        assert got.token_ids == want[:at]
+        assert got.finish_reason == "stop"
+
+
+def test_full_context_ends_with_length(tiny: dict[str, Path]) -> None:
+    pair = Pair(tiny["target"], tiny["draft-same"], n_ctx=256, n_threads=1, p_min=0.0)
+    prompt = list(range(3, 243))  # 240 byte tokens
+    want = pair.generate(prompt, max_tokens=100, temperature=0, strategy="none")
+    assert want.finish_reason == "length"
+    assert len(prompt) + len(want.token_ids) == pair.n_ctx + 1
+    for strategy in ("draft", "lookup", "auto"):
+        got = pair.generate(prompt, max_tokens=100, temperature=0, strategy=strategy)
+        assert got.token_ids == want.token_ids
+
+
+def test_sampled_generation_is_reproducible_with_a_seed(pairs: dict[str, Pair]) -> None:
+    pair = pairs["draft-noisy"]
+    pair.max_draft = 4
+    for strategy in ("none", "draft", "lookup"):
+        a = pair.generate(PROMPTS[1], max_tokens=40, temperature=0.9, seed=11, strategy=strategy)
+        b = pair.generate(PROMPTS[1], max_tokens=40, temperature=0.9, seed=11, strategy=strategy)
+        assert a.token_ids == b.token_ids and len(a.token_ids) > 0
+
+
+def test_a_continued_prompt_prefills_only_new_tokens(pairs: dict[str, Pair]) -> None:
+    pair = pairs["draft-same"]
+    pair.max_draft = 4
+    first = pair.generate(PROMPTS[0], max_tokens=10, temperature=0, strategy="draft")
+    prompt = pair.tokenize_prompt(PROMPTS[0]) + first.token_ids
+    assert pair.draft_model is not None
+    before = pair.draft_model.n_prefilled
+    second = pair.generate([*prompt, 50, 51, 52], max_tokens=5, temperature=0, strategy="draft")
+    assert second.stats.prompt_prefilled == 3  # the cache held the prompt and the reply
+    assert pair.draft_model.n_prefilled - before <= 5  # the draft caught up only on the new tokens
