@@ -3,8 +3,8 @@
     python scripts/make_tiny_models.py OUT_DIR
 
 Every model is a 2-layer, 64-wide llama with a SentencePiece-style vocabulary of byte tokens plus
-ChatML control tokens and the SentencePiece space (262 tokens), float32 weights drawn from fixed seeds, and a ChatML chat
-template, so the files are identical on every run. The drafts control acceptance:
+ChatML control tokens and the SentencePiece space (262 tokens), float32 weights drawn from fixed
+seeds, and a ChatML chat template, so the files are identical on every run. The drafts control acceptance:
 
 - ``draft-same``: the target's own weights (every greedy guess is accepted);
 - ``draft-noisy``: the target's weights plus noise (partly agreeing);
