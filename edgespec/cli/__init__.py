@@ -48,6 +48,9 @@ COMMANDS = {
     "generate": "edgespec.cli.generate",
     "chat": "edgespec.cli.chat",
     "serve": "edgespec.cli.serve",
+    "pull": "edgespec.cli.pull",
+    "models": "edgespec.cli.models",
+    "doctor": "edgespec.cli.doctor",
 }
 
 
