@@ -39,10 +39,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 class Chat:
     """``edgespec chat`` running in a pseudo-terminal."""
 
-    def __init__(self, args: list[str], env: dict[str, str], verbose: bool = False) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], verbose: bool = False, timeout: int = 60
+    ) -> None:
         argv = ["-m", "edgespec", *(["-v"] if verbose else []), "chat", *args]
         self.child = pexpect.spawn(
-            sys.executable, argv, env=env, encoding="utf-8", timeout=60, dimensions=(50, 300)
+            sys.executable, argv, env=env, encoding="utf-8", timeout=timeout, dimensions=(50, 300)
         )
 
     def prompt(self) -> None:
@@ -92,9 +94,9 @@ def greedy(models: list[str]) -> list[str]:
     return [*models, "--temp", "0", "--strategy", "draft"]
 
 
-def start(args: list[str], env: dict[str, str], verbose: bool = False) -> Iterator[Chat]:
+def start(args: list[str], env: dict[str, str], verbose: bool = False, timeout: int = 60) -> Iterator[Chat]:
     """A chat at its first prompt, terminated if the test leaves it running."""
-    chat = Chat(args, env, verbose)
+    chat = Chat(args, env, verbose, timeout)
     try:
         chat.prompt()
         yield chat
@@ -317,10 +319,12 @@ def test_stats_line() -> None:
 
 @pytest.mark.real
 def test_real_pair_remembers_the_first_turn(real_paths: dict[str, Path], env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != "EDGESPEC_CACHE_DIR"}  # the cache holding the pair
+    if "EDGESPEC_CACHE_DIR" in os.environ:
+        env["EDGESPEC_CACHE_DIR"] = os.environ["EDGESPEC_CACHE_DIR"]
     args = ["--target", str(real_paths["target"]), "--draft", str(real_paths["draft"])]
-    args += ["--temp", "0", "--max-tokens", "48", "--ctx-size", "1024"]
-    for chat in start(args, env):
-        chat.child.timeout = 300
+    args += ["--temp", "0", "--max-tokens", "48", "--ctx-size", "1024", "--strategy", "draft"]
+    for chat in start(args, env, timeout=600):
         chat.say("My cat is called Miso. Just say OK.")
         chat.child.sendline("What is my cat called? Answer in one word.")
         chat.child.expect(STATS)

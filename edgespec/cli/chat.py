@@ -223,6 +223,7 @@ class ChatUI:
         self.console = console or Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
         # NO_COLOR: rich drops colours but keeps attributes such as dim; plain text is asked for.
         self.note_style = None if self.console.no_color else NOTE_STYLE
+        self._planned = False
         self.commands: dict[str, Callable[[str], bool]] = {
             "/help": self._help,
             "/exit": self._exit,
@@ -272,7 +273,8 @@ class ChatUI:
     def _respond(self, start: Callable[[], Reply]) -> None:
         """Stream one reply; Ctrl-C stops it, keeping what was said."""
         try:
-            reply = start()
+            with self.console.status(self._waiting(), spinner="dots"):
+                reply = start()
         except KeyboardInterrupt:
             self.note("(interrupted)")
             return
@@ -291,6 +293,13 @@ class ChatUI:
         except EdgespecError as exc:
             self.note(f"\nerror: {exc}")
         self._after(reply, last)
+
+    def _waiting(self) -> str:
+        """What the spinner says until the reply's first token (a terminal only)."""
+        if self.conversation.settings.strategy == "auto" and not self._planned:
+            self._planned = True  # the first auto reply measures the device, unless measured before
+            return "planning for this device…"
+        return "prefilling…"
 
     def _show(self, event: TokenEvent) -> str:
         """Print one token's text; returns the text printed."""
