@@ -258,6 +258,8 @@ class Conversation:
                 "(use `edgespec generate --raw` for raw text)"
             )
         self._template = template
+        if self.settings.strategy == "draft" and pair.draft_model is None:
+            raise InvalidParameterError("strategy draft needs a draft model (--draft)")
 
     # ------------------------------------------------------------------ messages
 

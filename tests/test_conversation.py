@@ -94,6 +94,8 @@ def test_strategy_draft_needs_a_draft_model(tiny: dict[str, Path]) -> None:
     try:
         with pytest.raises(InvalidParameterError, match="draft model"):
             Conversation(alone).set_option("strategy", "draft")
+        with pytest.raises(InvalidParameterError, match="draft model"):
+            Conversation(alone, settings=Settings(strategy="draft"))
     finally:
         alone.close()
 

@@ -334,6 +334,9 @@ class ChatUI:
         pair = self.conversation.pair
         models = pair.target.path.name + (f" + draft {pair.draft.path.name}" if pair.draft else "")
         self.note(f"edgespec chat · {models} · {pair.n_ctx}-token context · /help, Ctrl-D to leave")
+        if self.show_draft and self.console.is_terminal and not self.console.no_color:
+            self.console.print("green", style=DRAFT_STYLE, end="")
+            self.note(": tokens the draft guessed and the target accepted")
 
     # ------------------------------------------------------------------ commands
 
