@@ -180,13 +180,14 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
     assert report["verify_units"]["1"] == 1.0 and report["draft_s"] > 0
     assert "lookup can reach up to" in report["forecast"] or "lookup cannot pay" in report["forecast"]
     assert report["model_bytes"] == tiny["target"].stat().st_size + tiny["draft-noisy"].stat().st_size
+    assert report["weight_buffers_mib"]  # where llama.cpp put the weights, from its own log
 
     text = edgespec(
         "doctor", "--target", str(tiny["target"]), "--draft", str(tiny["draft-othervocab"]), env=env
     )
     assert text.returncode == 0, text.stderr
     assert "draft compatible: NO: token 10 differs" in text.stdout
-    assert "GPU offload: " in text.stdout
+    assert "GPU offload: " in text.stdout and "weights: on the " in text.stdout
     assert "forecast: the draft cannot be used with this target; lookup can" in text.stdout
 
 

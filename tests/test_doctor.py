@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from edgespec.cli.doctor import draft_speedup, forecast, gpu_backends, lookup_ceiling
+from edgespec.cli.doctor import (
+    draft_speedup,
+    forecast,
+    gpu_backends,
+    lookup_ceiling,
+    offloaded_layers,
+    weight_buffers,
+)
 from edgespec.planner import CostModel
 
 STEP = 0.0315
@@ -51,3 +58,15 @@ def test_gpu_backends_are_read_from_system_info() -> None:
     assert gpu_backends("CPU : AVX2 = 1 | OPENMP = 1 |") == []
     assert gpu_backends("CUDA : ARCHS = 890 | USE_GRAPHS = 1 | CPU : AVX2 = 1") == ["CUDA"]
     assert gpu_backends("Metal : EMBED_LIBRARY = 1 | CPU : NEON = 1") == ["Metal"]
+
+
+def test_gpu_use_is_read_from_the_load_log() -> None:
+    cuda_log = [
+        "load_tensors: offloading 28 repeating layers to GPU",
+        "load_tensors: offloaded 29/29 layers to GPU",
+        "load_tensors:        CUDA0 model buffer size =  1034.56 MiB",
+        "load_tensors:   CPU_Mapped model buffer size =   292.41 MiB",
+    ]
+    assert offloaded_layers(cuda_log) == "29/29"
+    assert weight_buffers(cuda_log) == {"CUDA0": 1034.56, "CPU_Mapped": 292.41}
+    assert offloaded_layers(["load_tensors:   CPU_Mapped model buffer size =     0.44 MiB"]) is None

@@ -13,6 +13,8 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,50 @@ def _llama_version() -> str:
         return "unknown"
 
 
+class _LogCapture(logging.Handler):
+    """Collects llama.cpp's load log (which goes to the ``edgespec.llama`` logger at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _llama_log() -> Iterator[list[str]]:
+    log = logging.getLogger("edgespec.llama")
+    handler = _LogCapture()
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+def weight_buffers(lines: list[str]) -> dict[str, float]:
+    """MiB of model weights per llama.cpp buffer (``CPU_Mapped``, ``CUDA0``, ``Metal``...) from its log."""
+    out: dict[str, float] = {}
+    for line in lines:
+        if m := re.search(r"\b(\S+) model buffer size =\s*([\d.]+) MiB", line):
+            out[m[1]] = out.get(m[1], 0.0) + float(m[2])
+    return out
+
+
+def offloaded_layers(lines: list[str]) -> str | None:
+    """llama.cpp's "offloaded N/M layers to GPU", as "N/M", when it said so."""
+    for line in lines:
+        if m := re.search(r"offloaded (\d+/\d+) layers to GPU", line):
+            return m[1]
+    return None
+
+
 def _compat(target: Path, draft: Path, n_gpu_layers: int) -> str | None:
     from edgespec.compat import incompatibility
     from edgespec.llama import Model
@@ -176,9 +222,12 @@ def diagnose(
         report["incompatibility"] = why
         from edgespec.generate import Pair
 
-        loaded = Pair(
-            target_path, draft_path if why is None else None, n_threads=threads, n_gpu_layers=n_gpu_layers
-        )
+        with _llama_log() as lines:
+            loaded = Pair(
+                target_path, draft_path if why is None else None, n_threads=threads, n_gpu_layers=n_gpu_layers
+            )
+        report["weight_buffers_mib"] = weight_buffers(lines)
+        report["offloaded_layers"] = offloaded_layers(lines)
         try:
             costs = loaded.costs()
         finally:
@@ -235,6 +284,11 @@ def _print(r: dict[str, Any]) -> None:
     if "problem" in r:
         click.echo(f"problem: {r['problem']}")
         return
+    buffers = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in r["weight_buffers_mib"].items())
+    on_gpu = [b for b in r["weight_buffers_mib"] if not b.upper().startswith("CPU")]
+    where = f"on the GPU ({', '.join(on_gpu)})" if on_gpu else "on the CPU"
+    offloaded = f"; llama.cpp offloaded {r['offloaded_layers']} layers" if r["offloaded_layers"] else ""
+    click.echo(f"weights: {where}: {buffers or 'unknown'}{offloaded}")
     step_ms = r["step_s"] * 1000
     line = f"costs: one target step {step_ms:.1f} ms"
     if r["draft_s"] is not None:
