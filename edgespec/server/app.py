@@ -162,7 +162,8 @@ class _Server:
     async def answer(self, request: Request, body: GenerationRequest, prompt: Prompt | list[int]) -> Response:
         """Run a generation and answer with it, whole or streamed."""
         self.check_model(body.model)
-        job = Job(_starter(prompt, self.options(body)), body.max_draft, asyncio.get_running_loop())
+        start = _starter(prompt, self.options(body))
+        job = Job(start, body.max_draft, asyncio.get_running_loop(), stream=body.stream)
         try:
             self.worker.submit(job)
         except QueueFullError:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -34,7 +34,8 @@ class Started:
 
 
 Message = Started | str | Result | Exception
-"""What a job receives, in order: Started, text pieces, then the Result; or an exception instead."""
+"""What a job receives, in order: Started, text pieces (when streaming), then the Result; or an
+exception instead."""
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Job:
     start: Start
     max_draft: int | None
     loop: asyncio.AbstractEventLoop
+    stream: bool = True
+    """Whether to send the text piece by piece (else only the Result, which holds it all)."""
     inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -60,14 +63,18 @@ class Job:
 
 
 class Worker:
-    """The thread that owns the pair, and the queue of jobs waiting for it."""
+    """The thread that owns the pair, and the queue of jobs waiting for it.
+
+    A job cancelled while it waits gives its place back at once.
+    """
 
     def __init__(self, pair: Pair, queue_size: int) -> None:
         if queue_size < 1:
             raise ValueError(f"the queue needs at least one place, got {queue_size}")
         self.pair = pair
         self.queue_size = queue_size
-        self._jobs: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self._jobs: deque[Job] = deque()
+        self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._current: Job | None = None
         self._thread: threading.Thread | None = None
@@ -77,7 +84,9 @@ class Worker:
     @property
     def waiting(self) -> int:
         """Jobs in the queue, not counting the one running."""
-        return self._jobs.qsize()
+        with self._changed:
+            self._drop_cancelled()
+            return len(self._jobs)
 
     @property
     def busy(self) -> bool:
@@ -93,32 +102,46 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel what runs and waits, and end the thread."""
         self._stopping.set()
+        with self._changed:
+            for job in self._jobs:
+                job.cancel()
+            self._changed.notify_all()
         if self._current is not None:
             self._current.cancel()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._jobs.get_nowait().cancel()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def submit(self, job: Job) -> None:
         """Queue a job; :class:`QueueFullError` when every place is taken."""
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            raise QueueFullError from None
+        with self._changed:
+            self._drop_cancelled()
+            if len(self._jobs) >= self.queue_size:
+                raise QueueFullError
+            self._jobs.append(job)
+            self._changed.notify()
+
+    def _drop_cancelled(self) -> None:
+        # Called with the lock held.
+        kept = [job for job in self._jobs if not job.cancelled.is_set()]
+        self.n_cancelled += len(self._jobs) - len(kept)
+        self._jobs = deque(kept)
+
+    def _next(self) -> Job | None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._jobs or self._stopping.is_set(), timeout=0.5)
+            self._drop_cancelled()
+            if self._stopping.is_set() or not self._jobs:
+                return None
+            job = self._jobs.popleft()
+            self._current = job
+            return job
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                job = self._jobs.get(timeout=0.1)
-            except queue.Empty:
+            job = self._next()
+            if job is None:
                 continue
-            if job.cancelled.is_set():
-                self.n_cancelled += 1
-                continue
-            self._current = job
             try:
                 self._serve(job)
             finally:
@@ -146,7 +169,7 @@ def _drain(events: Iterator[object], job: Job) -> bool:
             if job.cancelled.is_set():
                 return False
             text = getattr(event, "text", "")
-            if text:
+            if text and job.stream:
                 job.send(text)
         return not job.cancelled.is_set()
     finally:
