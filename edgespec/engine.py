@@ -33,6 +33,10 @@ class Planner(Protocol):
         """How many guesses the target kept, and what proposing and verifying cost."""
         ...
 
+    def begin(self) -> None:
+        """A new generation starts."""
+        ...
+
 
 @dataclass(frozen=True)
 class Step:
@@ -78,6 +82,7 @@ class Engine:
     ) -> Iterator[Step]:
         """Generate until ``max_new`` tokens or a full context; the caller stops at EOS."""
         history, n_ctx = self.history, self.target.n_ctx
+        planner.begin()
         while max_new > 0 and len(history) <= n_ctx:
             t0 = perf_counter()
             proposal = planner.propose(history, min(max_new - 1, n_ctx - len(history)), params, rng)

@@ -54,20 +54,29 @@ class CostModel:
 class Acceptance:
     """How often a guess at each position is kept, given that the guesses before it were.
 
-    Counts decay so that the estimate follows what is happening now; a prior keeps early
-    estimates sane and lets an unproven proposer be tried.
+    Each position's rate shrinks towards the rate pooled over all positions, which itself starts
+    from a prior: positions rarely reached (the 40th guess of a long copy) borrow from the rest,
+    and an unproven proposer gets tried. Counts decay with each observation so that the estimate
+    follows what is happening now.
     """
 
     prior_rate: float = 0.5
     prior_weight: float = 2.0
+    position_weight: float = 4.0
     decay: float = 0.98
     kept: np.ndarray = field(default_factory=lambda: np.zeros(MAX_DRAFT))
     tried: np.ndarray = field(default_factory=lambda: np.zeros(MAX_DRAFT))
 
+    def pooled(self) -> float:
+        """The keep rate over all positions, with the prior."""
+        return float(
+            (self.kept.sum() + self.prior_rate * self.prior_weight) / (self.tried.sum() + self.prior_weight)
+        )
+
     def rates(self, k: int) -> np.ndarray:
         """Conditional keep rates for positions 0..k-1."""
-        a = self.prior_rate * self.prior_weight
-        return (self.kept[:k] + a) / (self.tried[:k] + self.prior_weight)
+        w = self.position_weight
+        return (self.kept[:k] + w * self.pooled()) / (self.tried[:k] + w)
 
     def expected_tokens(self, k: int) -> np.ndarray:
         """Expected tokens a step yields when drafting j = 0..k tokens (the target's own included)."""
@@ -106,6 +115,9 @@ class FixedPlanner:
         self.proposer = proposer
         self.k = k
 
+    def begin(self) -> None:
+        """Nothing to prepare."""
+
     def propose(
         self, history: Sequence[int], max_k: int, params: SamplingParams, rng: np.random.Generator
     ) -> Proposal:
@@ -134,9 +146,16 @@ class AutoPlanner:
         self.lookup = lookup
         self.draft = draft if costs.draft_s is not None else None
         self.max_draft = max_draft
-        self.lookup_acceptance = [Acceptance() for _ in LOOKUP_BANDS]
+        # Optimistic priors: an option the curve says could pay gets tried, then judged on what it does.
+        self.lookup_acceptance = [Acceptance(prior_rate=0.8) for _ in LOOKUP_BANDS]
         self.draft_acceptance = Acceptance(prior_rate=0.7)
         self.last_choice = Choice("none", 0, 0.0)
+        self._first_step = True
+
+    def begin(self) -> None:
+        """A new generation: its first token comes from the target alone, so that time to first
+        token is the target's."""
+        self._first_step = True
 
     def _best(self, acceptance: Acceptance, k_max: int, per_token_s: float) -> tuple[int, float]:
         # Expected tokens over expected seconds, for every length 0..k_max; the best length.
@@ -153,6 +172,10 @@ class AutoPlanner:
     ) -> Proposal:
         """Weigh the options and return the best one's proposal."""
         best = Choice("none", 0, 1.0 / self.costs.verify(1))
+        self.last_choice = best
+        if self._first_step:
+            self._first_step = False
+            return NO_PROPOSAL
         candidate = NO_PROPOSAL
         if self.lookup is not None and max_k > 0:
             candidate = self.lookup.propose(history, min(max_k, MAX_DRAFT - 1), params, rng)

@@ -109,7 +109,7 @@ class DraftModel:
             if len(tokens) < k:
                 logits = self.ctx.decode([token], len(self.cached), 1)[0]
                 self.cached.append(token)
-        q_rows = None if params.greedy else self._pad(np.array(qs))
+        q_rows = self._pad(np.stack(qs)) if qs and not params.greedy else None
         return Proposal(tokens, self.name, q_rows)
 
     def _pad(self, q: np.ndarray) -> np.ndarray:

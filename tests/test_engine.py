@@ -156,3 +156,10 @@ def test_a_continued_prompt_prefills_only_new_tokens(pairs: dict[str, Pair]) -> 
     second = pair.generate([*prompt, 50, 51, 52], max_tokens=5, temperature=0, strategy="draft")
     assert second.stats.prompt_prefilled == 3  # the cache held the prompt and the reply
     assert pair.draft_model.n_prefilled - before <= 5  # the draft caught up only on the new tokens
+
+
+def test_sampling_with_a_draft_that_guesses_nothing(tiny: dict[str, Path]) -> None:
+    # p_min = 1 stops the draft before its first guess: the step is the target alone.
+    pair = Pair(tiny["target"], tiny["draft-noisy"], n_ctx=256, n_threads=1, p_min=1.0)
+    result = pair.generate(PROMPTS[1], max_tokens=8, temperature=0.9, seed=3, strategy="draft")
+    assert len(result.token_ids) > 0 and result.stats.drafted == 0
