@@ -161,5 +161,7 @@ def test_a_continued_prompt_prefills_only_new_tokens(pairs: dict[str, Pair]) -> 
 def test_sampling_with_a_draft_that_guesses_nothing(tiny: dict[str, Path]) -> None:
     # p_min = 1 stops the draft before its first guess: the step is the target alone.
     pair = Pair(tiny["target"], tiny["draft-noisy"], n_ctx=256, n_threads=1, p_min=1.0)
-    result = pair.generate(PROMPTS[1], max_tokens=8, temperature=0.9, seed=3, strategy="draft")
+    result = pair.generate(
+        PROMPTS[1], max_tokens=8, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=3, strategy="draft"
+    )
     assert len(result.token_ids) > 0 and result.stats.drafted == 0

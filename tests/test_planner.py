@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgespec.planner import Acceptance, AutoPlanner, CostModel
-from edgespec.proposers import Proposal, PromptLookup
+from edgespec.proposers import PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 
 RNG = np.random.default_rng(0)
@@ -72,7 +72,7 @@ def test_cost_curve_interpolates_and_captures_steps() -> None:
 
 
 def test_first_step_is_the_target_alone() -> None:
-    p, fake = planner(GPU)
+    p, _fake = planner(GPU)
     p.begin()
     assert p.propose([1, 2, 3], 8, GREEDY, RNG).tokens == []
     assert p.propose([1, 2, 3], 8, GREEDY, RNG).source == "draft"
@@ -86,14 +86,14 @@ def test_cpu_curve_never_pays_for_a_draft_model_even_at_high_acceptance() -> Non
 
 
 def test_flat_curve_uses_the_draft_model() -> None:
-    p, fake = planner(GPU)
+    p, _fake = planner(GPU)
     teach(p.draft_acceptance, 0.8)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.source == "draft" and len(proposal.tokens) >= 3
 
 
 def test_flat_curve_drops_a_draft_that_is_never_right() -> None:
-    p, fake = planner(GPU)
+    p, _fake = planner(GPU)
     teach(p.draft_acceptance, 0.0)
     assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == []
 
