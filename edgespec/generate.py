@@ -46,6 +46,8 @@ class Stats:
     prompt_prefilled: int = 0
     """Prompt tokens actually decoded; the rest came from the KV cache of an earlier turn."""
     prompt_seconds: float = 0.0
+    ttft_seconds: float = 0.0
+    """Time to first token: prefill plus the first verification step."""
     decode_seconds: float = 0.0
     n_tokens: int = 0
 
@@ -288,6 +290,8 @@ class Pair:
             gen.finish_reason = "length"  # max tokens or a full context, unless a stop comes first
             for step in self.engine.steps(planner, params, params.rng(), max_tokens):
                 stats.add(step)
+                if stats.steps == 1:
+                    stats.ttft_seconds = stats.prompt_seconds + time.perf_counter() - t0
                 for i, token in enumerate(step.tokens[: max_tokens - len(gen.token_ids)]):
                     if self.target.is_eog(token) or token in stop_ids:
                         gen.finish_reason = "stop"

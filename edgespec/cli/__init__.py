@@ -51,6 +51,7 @@ COMMANDS = {
     "pull": "edgespec.cli.pull",
     "models": "edgespec.cli.models",
     "doctor": "edgespec.cli.doctor",
+    "bench": "edgespec.cli.bench",
 }
 
 
