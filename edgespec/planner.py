@@ -44,6 +44,15 @@ class CostModel:
         w = (n - lo) / (hi - lo)
         return self.verify_s[lo] * (1 - w) + self.verify_s[hi] * w
 
+    def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:
+        """Fold a timing seen during generation into the curve (an exponential moving average), so
+        that the model follows the device as it is now: thermal limits, other programs, a longer
+        context than the one measured. Only measured batch sizes are updated; the rest follow by
+        interpolation."""
+        old = self.verify_s.get(n)
+        if old is not None:
+            self.verify_s[n] = old + weight * (seconds - old)
+
     def relative(self) -> dict[int, float]:
         """The verify curve in single-step units (n=1 is 1.0)."""
         one = self.verify(1)
@@ -196,7 +205,8 @@ class AutoPlanner:
         return NO_PROPOSAL
 
     def observe(self, proposal: Proposal, n_accepted: int, propose_s: float, verify_s: float) -> None:
-        """Learn acceptance from the step just verified."""
+        """Learn acceptance and costs from the step just verified."""
+        self.costs.observe(len(proposal.tokens) + 1, verify_s)
         if proposal.source == "lookup":
             band = self.lookup_acceptance[lookup_band(proposal.match_len)]
             band.observe(len(proposal.tokens), n_accepted)

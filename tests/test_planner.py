@@ -145,3 +145,12 @@ def test_acceptance_by_position_shrinks_to_the_pooled_rate() -> None:
     assert rates[0] > 0.9 and rates[1] > 0.9
     assert rates[4] == pytest.approx(a.pooled())
     assert a.expected_tokens(2)[-1] == pytest.approx(1 + rates[0] + rates[0] * rates[1])
+
+
+def test_costs_follow_what_generation_observes() -> None:
+    costs = CostModel({1: 0.03, 4: 0.09, 16: 0.25})
+    for _ in range(100):
+        costs.observe(1, 0.06)  # the device got twice as slow
+        costs.observe(3, 1.0)  # not a measured size: interpolation covers it
+    assert costs.verify(1) == pytest.approx(0.06, rel=1e-3)
+    assert costs.verify(4) == 0.09 and 3 not in costs.verify_s
