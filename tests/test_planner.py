@@ -50,6 +50,7 @@ class FakeDraft:
 
 def planner(costs: CostModel, draft: bool = True) -> tuple[AutoPlanner, FakeDraft]:
     fake = FakeDraft()
+    costs = CostModel(dict(costs.verify_s), costs.draft_s)  # a copy: planners learn costs as they go
     p = AutoPlanner(costs, PromptLookup(), fake if draft else None, max_draft=16)  # type: ignore[arg-type]
     p.begin()
     p.propose([1], 8, GREEDY, RNG)  # the first step of a generation never speculates
@@ -129,11 +130,11 @@ def test_learning_from_observations() -> None:
     history = copy_history()
     for _ in range(60):  # every lookup guess is kept: the planner grows bolder
         proposal = p.propose(history, 63, GREEDY, RNG)
-        p.observe(proposal, len(proposal.tokens), 0.0, 0.0)
+        p.observe(proposal, len(proposal.tokens), 0.0, CPU.verify(len(proposal.tokens) + 1))
     assert len(p.propose(history, 63, GREEDY, RNG).tokens) >= 15
     for _ in range(60):  # now none is kept: it stops guessing
         proposal = p.propose(history, 63, GREEDY, RNG)
-        p.observe(proposal, 0, 0.0, 0.0)
+        p.observe(proposal, 0, 0.0, CPU.verify(len(proposal.tokens) + 1))
     assert p.propose(history, 63, GREEDY, RNG).tokens == []
 
 
