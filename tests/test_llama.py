@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgespec.errors import LlamaError, ModelFileError
-from edgespec.llama import Context, Model, check_gguf
+from edgespec.ggufcheck import check_gguf
+from edgespec.llama import Context, Model
 
 
 def test_missing_directory_and_non_gguf_files_are_refused(tmp_path: Path) -> None:
