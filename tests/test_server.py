@@ -397,6 +397,7 @@ def test_chat_client_mistakes_are_400(server: Running, body: Any, param: str | N
         ({"model": MODEL, "prompt": []}, "prompt"),
         ({"model": MODEL, "prompt": {"text": "a"}}, None),
         ({"model": MODEL}, "prompt"),
+        ('{"model": "tiny", "prompt": "a lone surrogate: \\ud800"}', None),
     ],
 )
 def test_completion_client_mistakes_are_400(server: Running, body: Any, param: str | None) -> None:

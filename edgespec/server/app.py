@@ -276,7 +276,10 @@ def _token_ids(tokens: list[int], n_vocab: int) -> list[int]:
 
 def _starter(prompt: Prompt | list[int], options: dict[str, Any]) -> Callable[[Pair], Generation]:
     def start(pair: Pair) -> Generation:
-        tokens = prompt if _is_tokens(prompt) else pair.tokenize_prompt(prompt)  # type: ignore[arg-type]
+        try:
+            tokens = prompt if _is_tokens(prompt) else pair.tokenize_prompt(prompt)  # type: ignore[arg-type]
+        except UnicodeEncodeError as exc:  # JSON can carry lone surrogates, which are not text
+            raise InvalidParameterError(f"the prompt is not valid Unicode: {exc.reason}") from exc
         if not tokens:
             raise InvalidParameterError("the prompt is empty")
         return pair.stream(list(tokens), **options)  # type: ignore[arg-type]
