@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -64,13 +65,16 @@ def serve(
         raise
     try:
         model_id = alias or options["pair"] or pair.target.path.stem
+        if defaults["strategy"] == "draft" and pair.draft is None:
+            raise click.UsageError("--strategy draft needs a draft model (--draft PATH)")
         if defaults["strategy"] == "auto":
             pair.costs()  # measured now (or read from the cache) rather than on the first request
         config = server.ServerConfig(model_id, api_key, cors, queue_size, defaults)
         app = server.create_app(pair, config)
         url = server.url_of(sock)
         click.echo(f"edgespec: serving {model_id!r} at {url}/v1 (OpenAI-compatible); Ctrl-C stops")
-        server.run(app, sock)
+        verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+        server.run(app, sock, log_level="info" if verbose else "warning")
     finally:
         sock.close()
         pair.close()

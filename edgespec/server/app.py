@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from edgespec import __version__
 from edgespec.errors import EdgespecError, InvalidParameterError
@@ -178,10 +179,15 @@ class _Server:
         try:
             _raise_failure(await _receive(request, job))  # prefilled, or refused
             if body.stream:
-                return EventSourceResponse(_stream(job, reply, body.include_usage()), sep="\n", ping=15)
+                events = _stream(job, reply, body.include_usage())
+                # The background task stops the generation even if the stream never started.
+                return EventSourceResponse(events, sep="\n", ping=15, background=BackgroundTask(job.cancel))
             return JSONResponse(reply.whole(await _result(request, job)))
         except ClientGoneError:
-            return Response(status_code=499)
+            return Response(status_code=499)  # nobody reads it
+        except BaseException:
+            job.cancel()
+            raise
 
 
 def _routes(app: FastAPI, server: _Server) -> None:
