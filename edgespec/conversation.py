@@ -385,10 +385,7 @@ class Conversation:
         return _Tokens(text, self.pair.tokenize_prompt(messages, self._template))
 
     def _render(self, messages: Sequence[chat.Message]) -> str:
-        target = self.pair.target
-        bos = target.token_bytes(target.bos, special=True).decode("utf-8", "replace")
-        eos = target.token_bytes(target.eos, special=True).decode("utf-8", "replace")
-        return chat.render(self._template, messages, bos_token=bos, eos_token=eos)
+        return self.pair.render_prompt(messages, self._template)
 
     def _draft_prefilled(self) -> int:
         draft = self.pair.draft_model

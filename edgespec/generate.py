@@ -136,6 +136,12 @@ class Generation:
     def __iter__(self) -> Iterator[TokenEvent]:
         return self._events
 
+    def close(self) -> None:
+        """Stop generating now (a client went away); ``result`` keeps what was produced."""
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
     @property
     def result(self) -> Result:
         """The result so far (the final one once iteration has ended)."""
@@ -229,19 +235,30 @@ class Pair:
             return self._auto
         raise InvalidParameterError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
-    def tokenize_prompt(self, prompt: Prompt, chat_template: str | None = None) -> list[int]:
-        """Prompt tokens: raw text as is, chat messages through the chat template."""
-        if isinstance(prompt, str):
-            return self.target.tokenize(prompt, add_special=True, parse_special=True)
+    def render_prompt(self, messages: Sequence[chat.Message], chat_template: str | None = None) -> str:
+        """Chat messages as prompt text, through ``chat_template`` or the target's own template."""
         template = chat_template or self.target.chat_template()
         if template is None:
             raise TemplateError(
                 f"{self.target.path.name} has no chat template; give a raw prompt (--raw) or a template"
             )
-        bos = self.target.token_bytes(self.target.bos, special=True).decode("utf-8", "replace")
-        eos = self.target.token_bytes(self.target.eos, special=True).decode("utf-8", "replace")
-        text = chat.render(template, prompt, bos_token=bos, eos_token=eos)
+        return chat.render(
+            template,
+            messages,
+            bos_token=self._special_text(self.target.bos),
+            eos_token=self._special_text(self.target.eos),
+        )
+
+    def _special_text(self, token: int) -> str:
+        return self.target.token_bytes(token, special=True).decode("utf-8", "replace")
+
+    def tokenize_prompt(self, prompt: Prompt, chat_template: str | None = None) -> list[int]:
+        """Prompt tokens: raw text as is, chat messages through the chat template."""
+        if isinstance(prompt, str):
+            return self.target.tokenize(prompt, add_special=True, parse_special=True)
+        text = self.render_prompt(prompt, chat_template)
         # Templates that write the BOS themselves must not get a second one from add_special.
+        bos = self._special_text(self.target.bos)
         return self.target.tokenize(text, add_special=not (bos and text.startswith(bos)), parse_special=True)
 
     def stream(
@@ -311,6 +328,9 @@ class Pair:
             rest = text.flush()
             if rest:
                 yield TokenEvent(None, rest, False)
+        except BaseException:  # Ctrl-C, or the consumer closing the stream early
+            gen.finish_reason = "interrupted"
+            raise
         finally:
             stats.decode_seconds = time.perf_counter() - t0
 

@@ -165,3 +165,17 @@ def test_sampling_with_a_draft_that_guesses_nothing(tiny: dict[str, Path]) -> No
         PROMPTS[1], max_tokens=8, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=3, strategy="draft"
     )
     assert len(result.token_ids) > 0 and result.stats.drafted == 0
+
+
+def test_a_stream_closed_early_reports_interrupted(pairs: dict[str, Pair]) -> None:
+    pair = pairs["draft-same"]
+    pair.max_draft = 4
+    gen = pair.stream(PROMPTS[1], max_tokens=40, temperature=0, strategy="draft")
+    events = iter(gen)
+    first = [next(events).token for _ in range(3)]
+    gen.close()
+    assert gen.result.finish_reason == "interrupted" and gen.result.token_ids == first
+    # The next generation starts from a consistent cache.
+    assert pair.generate(PROMPTS[1], max_tokens=20, temperature=0, strategy="draft").token_ids == reference(
+        pair, PROMPTS[1], 20
+    )
