@@ -24,6 +24,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from edgespec import Pair
+from edgespec.errors import LlamaError
 from edgespec.generate import Generation, TokenEvent
 from edgespec.server import Running, ServerConfig, create_app, start_in_thread
 
@@ -478,6 +479,59 @@ def test_cors(keyed_server: Running) -> None:
         keyed_server.url + "/v1/chat/completions", headers={**headers, "Origin": "http://evil"}
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_target_without_template_or_draft(tiny: dict[str, Path]) -> None:
+    loaded = Pair(tiny["notemplate"], n_ctx=256, n_threads=1)
+    running = _serve(loaded)
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="chat template"):
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)
+        with pytest.raises(openai.BadRequestError, match="draft model"):
+            client.completions.create(
+                model=MODEL, prompt="Hi", max_tokens=4, extra_body={"strategy": "draft"}
+            )
+        assert client.completions.create(model=MODEL, prompt="Hi", max_tokens=4).choices
+        assert client.models.list().data[0].model_extra == {
+            "target": "tiny-notemplate.gguf",
+            "draft": None,
+            "n_ctx": 256,
+        }
+    finally:
+        running.stop()
+        loaded.close()
+
+
+def test_llama_failure_mid_generation(tiny: dict[str, Path]) -> None:
+    loaded = Pair(tiny["target"], n_ctx=256, n_threads=1)
+    stream = loaded.stream
+
+    def failing_events(events: Iterator[TokenEvent]) -> Iterator[TokenEvent]:
+        yield next(events)
+        raise LlamaError("llama_decode failed (-3)")
+
+    def failing_stream(*args: Any, **kwargs: Any) -> Generation:
+        gen = stream(*args, **kwargs)
+        gen._events = failing_events(gen._events)
+        return gen
+
+    loaded.stream = failing_stream  # type: ignore[method-assign]
+    running = _serve(loaded)
+    try:
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 20, "stream": True}
+        with httpx.stream("POST", running.url + "/v1/completions", json=body) as response:
+            assert response.status_code == 200  # the failure came after the headers
+            data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        assert data[-1] == "[DONE]"
+        error = json.loads(data[-2])["error"]
+        assert error["type"] == "server_error" and "llama_decode" in error["message"]
+        whole = _post(running, "/v1/completions", {**body, "stream": False})
+        assert _assert_openai_error(whole, 500)["code"] == "llama_error"
+        assert _health(running)["status"] == "ok"
+    finally:
+        running.stop()
+        loaded.close()
 
 
 # --- one at a time: cancellation and the full queue --------------------------------------------
