@@ -271,6 +271,15 @@ def test_seed_repeats_sampled_text(client: openai.OpenAI, strategy: str) -> None
     assert sample(7) == sample(7)
 
 
+def test_nulls_mean_defaults(server: Running) -> None:
+    nulls = dict.fromkeys(["max_tokens", "temperature", "top_p", "seed", "stop", "n", "stream"])
+    nulls.update(dict.fromkeys(["stream_options", "top_k", "min_p", "strategy", "max_draft"]))
+    body = {"model": MODEL, "messages": HELLO, **nulls, "max_completion_tokens": 3}
+    reply = _post(server, "/v1/chat/completions", body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] <= 3
+
+
 def test_stop_string(client: openai.OpenAI) -> None:
     full = client.completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=60, temperature=0)
     text = full.choices[0].text

@@ -164,7 +164,7 @@ class _Server:
         """Run a generation and answer with it, whole or streamed."""
         self.check_model(body.model)
         start = _starter(prompt, self.options(body))
-        job = Job(start, body.max_draft, asyncio.get_running_loop(), stream=body.stream)
+        job = Job(start, body.max_draft, asyncio.get_running_loop(), stream=bool(body.stream))
         try:
             self.worker.submit(job)
         except QueueFullError:

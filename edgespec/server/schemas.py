@@ -48,8 +48,8 @@ class GenerationRequest(BaseModel):
     )
     seed: int | None = Field(None, description="Same seed, same request: same text.")
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = Field(1, description="Only 1 choice per request.")
-    stream: bool = False
+    n: Annotated[int, Field(ge=1, le=1)] | None = Field(None, description="Only 1 choice per request.")
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     strategy: Strategy | None = Field(
         None,

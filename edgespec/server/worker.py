@@ -99,8 +99,12 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name="edgespec-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel what runs and waits, and end the thread."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel what runs and waits, and end the thread.
+
+        Waits for the call into llama.cpp in progress (a long prefill cannot be interrupted), so
+        that the pair can be closed safely afterwards.
+        """
         self._stopping.set()
         with self._changed:
             for job in self._jobs:
