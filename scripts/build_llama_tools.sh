@@ -9,14 +9,19 @@
 # LLAMA_CPP_PYTHON_VERSION  version to download (default: the installed one, else 0.3.36)
 # PYTHON          interpreter for pip (default: the repo's .venv if present, else python3)
 # JOBS            parallel compile jobs (default: 2)
+# LLAMA_TOOLS_CFLAGS  C/C++ flags (default: -U__AMX_INT8__, as scripts/build_llama_cpp_wheel.sh: the AMX
+#                 kernels that -march=native enables on Sapphire Rapids segfault on the first batched
+#                 matmul inside these VMs; dropping them keeps the tools comparable with the wheel)
 #
 # Idempotent: does nothing when both binaries are already in OUT_DIR. Builds CPU-only, static
 # (-DBUILD_SHARED_LIBS=OFF), with ggml's default -march=native like a source install of the package.
+# A change of flags does not trigger a rebuild: delete the binaries.
 set -euo pipefail
 
 OUT_DIR="${1:-${LLAMA_TOOLS_DIR:-$HOME/.cache/edgespec/llama-tools}}"
 TARGETS=(llama-bench llama-speculative-simple)
 JOBS="${JOBS:-2}"
+CFLAGS_TOOLS="${LLAMA_TOOLS_CFLAGS--U__AMX_INT8__}"
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO_DIR/.venv/bin/python" ]]; then PYTHON="$REPO_DIR/.venv/bin/python"; else PYTHON=python3; fi
@@ -54,8 +59,9 @@ SRC="$SDIST/vendor/llama.cpp"
 
 # Current llama.cpp has no curl dependency (LLAMA_CURL is deprecated and ignored); downloads go
 # through cpp-httplib, whose HTTPS needs OpenSSL, so LLAMA_OPENSSL=OFF keeps the build dependency-free.
-log "configuring $SRC"
+log "configuring $SRC (C/C++ flags: '${CFLAGS_TOOLS}')"
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_FLAGS="$CFLAGS_TOOLS" -DCMAKE_CXX_FLAGS="$CFLAGS_TOOLS" \
     -DBUILD_SHARED_LIBS=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_COMMON=ON >"$WORK/configure.log" \
