@@ -78,14 +78,22 @@ class Engine:
         return len(prompt) - 1 - keep
 
     def steps(
-        self, planner: Planner, params: SamplingParams, rng: np.random.Generator, max_new: int
+        self,
+        planner: Planner,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        max_new: int,
+        max_draft: int = 63,
     ) -> Iterator[Step]:
-        """Generate until ``max_new`` tokens or a full context; the caller stops at EOS."""
+        """Generate until ``max_new`` tokens or a full context; the caller stops at EOS.
+
+        No step guesses more than ``max_draft`` tokens."""
         history, n_ctx = self.history, self.target.n_ctx
         planner.begin()
         while max_new > 0 and len(history) <= n_ctx:
             t0 = perf_counter()
-            proposal = planner.propose(history, min(max_new - 1, n_ctx - len(history)), params, rng)
+            max_k = min(max_new - 1, n_ctx - len(history), max_draft)
+            proposal = planner.propose(history, max_k, params, rng)
             t1 = perf_counter()
             rows = len(proposal.tokens) + 1
             logits = self.target.decode([history[-1], *proposal.tokens], len(history) - 1, rows)

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgespec import chat
 from edgespec.compat import check_compatible
 from edgespec.engine import Engine, Planner, Step
@@ -178,10 +180,7 @@ class Pair:
             raise InvalidParameterError(f"the context size must be at least 8 tokens, got {n_ctx}")
         if n_threads is not None and n_threads < 1:
             raise InvalidParameterError(f"threads must be at least 1, got {n_threads}")
-        if not 1 <= max_draft < MAX_DRAFT:
-            raise InvalidParameterError(
-                f"the draft length must be between 1 and {MAX_DRAFT - 1}, got {max_draft}"
-            )
+        _check_draft_length(max_draft)
         if not 0 <= p_min <= 1:
             raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
         threads = n_threads or _available_cpus()
@@ -219,16 +218,17 @@ class Pair:
             self._auto = AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
         return self._auto.costs
 
-    def planner(self, strategy: str) -> Planner:
-        """The planner behind a strategy name."""
+    def planner(self, strategy: str, max_draft: int | None = None) -> Planner:
+        """The planner behind a strategy name; fixed strategies guess ``max_draft`` tokens a step."""
+        k = max_draft or self.max_draft
         if strategy == "none":
             return FixedPlanner(None, 0)
         if strategy == "lookup":
-            return FixedPlanner(self.lookup, self.max_draft)
+            return FixedPlanner(self.lookup, k)
         if strategy == "draft":
             if self.draft_model is None:
                 raise InvalidParameterError("strategy 'draft' needs a draft model")
-            return FixedPlanner(self.draft_model, self.max_draft)
+            return FixedPlanner(self.draft_model, k)
         if strategy == "auto":
             self.costs()
             assert self._auto is not None
@@ -275,16 +275,20 @@ class Pair:
         stop: Sequence[str] = (),
         stop_token_ids: Sequence[int] = (),
         chat_template: str | None = None,
+        max_draft: int | None = None,
     ) -> Generation:
         """Start generating; iterate the returned :class:`Generation` for token events.
 
         ``prompt`` is raw text, chat messages, or token ids. Generation ends at an
         end-of-generation token, a stop string or token, ``max_tokens``, or a full context.
+        ``max_draft`` caps the tokens guessed per step for this generation, whatever the strategy.
         """
         if max_tokens < 1:
             raise InvalidParameterError(f"max tokens must be at least 1, got {max_tokens}")
         params = SamplingParams(temperature, top_k, top_p, min_p, seed)
-        planner = self.planner(strategy)
+        if max_draft is not None:
+            _check_draft_length(max_draft)
+        planner = self.planner(strategy, max_draft)
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
             tokens = list(prompt)
         else:
@@ -295,17 +299,25 @@ class Pair:
         t0 = time.perf_counter()
         stats.prompt_prefilled = self.engine.start(tokens)
         stats.prompt_seconds = time.perf_counter() - t0
-        gen._events = self._events(gen, planner, params, max_tokens, set(stop_token_ids))
+        gen._events = self._events(
+            gen, planner, params, max_tokens, set(stop_token_ids), max_draft or MAX_DRAFT - 1
+        )
         return gen
 
     def _events(
-        self, gen: Generation, planner: Planner, params: SamplingParams, max_tokens: int, stop_ids: set[int]
+        self,
+        gen: Generation,
+        planner: Planner,
+        params: SamplingParams,
+        max_tokens: int,
+        stop_ids: set[int],
+        max_draft: int,
     ) -> Iterator[TokenEvent]:
         stats, text = gen.stats, gen._text
         t0 = time.perf_counter()
         try:
             gen.finish_reason = "length"  # max tokens or a full context, unless a stop comes first
-            for step in self.engine.steps(planner, params, params.rng(), max_tokens):
+            for step in self.engine.steps(planner, params, params.rng(), max_tokens, max_draft):
                 stats.add(step)
                 if stats.steps == 1:
                     stats.ttft_seconds = stats.prompt_seconds + time.perf_counter() - t0
@@ -341,6 +353,18 @@ class Pair:
             pass
         return gen.result
 
+    def top_two_gap(self, tokens: Sequence[int]) -> float:
+        """The target's top-1 minus top-2 logit for the token after ``tokens``, from a fresh cache.
+
+        Batched verification and single-token decoding may round differently in the last bits;
+        where two greedy runs part, a small gap here says it was a near-tie, not a bug.
+        """
+        self.reset()
+        logits = self.target_ctx.decode(list(tokens), 0, 1)[0]
+        self.reset()
+        top = np.sort(logits)[-2:]
+        return float(top[1] - top[0])
+
     def reset(self) -> None:
         """Forget cached conversation state in both models (a new conversation)."""
         self.target_ctx.clear()
@@ -356,6 +380,11 @@ class Pair:
         if self.draft:
             self.draft.close()
         self.target.close()
+
+
+def _check_draft_length(n: int) -> None:
+    if not 1 <= n < MAX_DRAFT:
+        raise InvalidParameterError(f"the draft length must be between 1 and {MAX_DRAFT - 1}, got {n}")
 
 
 def _available_cpus() -> int:

@@ -38,26 +38,31 @@ def _key(ctx: Context, n_gpu_layers: int) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def _time_decode(ctx: Context, n: int, reps: int) -> float:
-    # Median of reps; each decode is rewound so every run sees the same cache.
+def _time_decode(ctx: Context, n: int) -> float:
+    # Each decode is rewound so that every run sees the same cache.
     tokens = [ctx.model.bos if ctx.model.bos >= 0 else 0] * n
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        ctx.decode(tokens, _PREFIX, n)
-        samples.append(time.perf_counter() - t0)
-        ctx.truncate(_PREFIX)
-    samples.sort()
-    return samples[len(samples) // 2]
+    t0 = time.perf_counter()
+    ctx.decode(tokens, _PREFIX, n)
+    seconds = time.perf_counter() - t0
+    ctx.truncate(_PREFIX)
+    return seconds
 
 
 def measure(ctx: Context, sizes: tuple[int, ...] = BATCH_SIZES, reps: int = 3) -> dict[int, float]:
-    """Seconds to decode n tokens (with logits for each) after a short prefix, by n."""
+    """Seconds to decode n tokens (with logits for each) after a short prefix, by n.
+
+    Sizes are measured round-robin and the fastest of ``reps`` runs is kept: other programs on a
+    shared machine only ever add time, and round-robin spreads a burst of them over all sizes.
+    """
     ctx.clear()
     filler = ctx.model.bos if ctx.model.bos >= 0 else 0
     ctx.decode([filler] * _PREFIX, 0, 0)
-    _time_decode(ctx, 1, 2)  # warm up: first calls allocate buffers
-    out = {n: _time_decode(ctx, n, reps) for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx}
+    _time_decode(ctx, 1)  # warm up: first calls allocate buffers
+    sizes = tuple(n for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx)
+    out = {n: float("inf") for n in sizes}
+    for _ in range(reps):
+        for n in sizes:
+            out[n] = min(out[n], _time_decode(ctx, n))
     ctx.clear()
     return out
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgespec import Pair
+from edgespec.bench import NEAR_TIE
 
 pytestmark = pytest.mark.real
 
@@ -27,17 +27,6 @@ def pair(real_paths: dict[str, Path]) -> Iterator[Pair]:
     p.close()
 
 
-def top_two_gap(pair: Pair, tokens: list[int]) -> float:
-    """The target's top-1 minus top-2 logit after ``tokens``, decoded one by one from scratch."""
-    pair.reset()
-    ctx = pair.target_ctx
-    ctx.decode(tokens[:-1], 0, 0)
-    logits = ctx.decode(tokens[-1:], len(tokens) - 1, 1)[0]
-    pair.reset()
-    top = np.sort(logits)[-2:]
-    return float(top[1] - top[0])
-
-
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["generate", "edit", "question"])
 def test_greedy_speculation_equals_target_alone(pair: Pair, prompt: str) -> None:
     messages = [{"role": "user", "content": prompt}]
@@ -51,8 +40,8 @@ def test_greedy_speculation_equals_target_alone(pair: Pair, prompt: str) -> None
         # Batched verification and single-token decoding may round differently; a divergence is
         # only acceptable where the target's top two logits are (nearly) tied.
         i = next(i for i, (a, b) in enumerate(zip(got.token_ids, want.token_ids, strict=False)) if a != b)
-        gap = top_two_gap(pair, pair.tokenize_prompt(messages) + want.token_ids[:i])
-        assert gap < 0.05, f"{strategy} diverged at token {i} with a top-two gap of {gap:.3f}"
+        gap = pair.top_two_gap(pair.tokenize_prompt(messages) + want.token_ids[:i])
+        assert gap < NEAR_TIE, f"{strategy} diverged at token {i} with a top-two gap of {gap:.3f}"
     assert "def" in want.text or strategy != "generate"
 
 

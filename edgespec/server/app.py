@@ -163,8 +163,8 @@ class _Server:
     async def answer(self, request: Request, body: GenerationRequest, prompt: Prompt | list[int]) -> Response:
         """Run a generation and answer with it, whole or streamed."""
         self.check_model(body.model)
-        start = _starter(prompt, self.options(body))
-        job = Job(start, body.max_draft, asyncio.get_running_loop(), stream=bool(body.stream))
+        start = _starter(prompt, {**self.options(body), "max_draft": body.max_draft})
+        job = Job(start, asyncio.get_running_loop(), stream=bool(body.stream))
         try:
             self.worker.submit(job)
         except QueueFullError:

@@ -9,7 +9,6 @@ after the token being produced; a job cancelled while it waits never starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections import deque
@@ -43,7 +42,6 @@ class Job:
     """One generation request, as the worker thread sees it."""
 
     start: Start
-    max_draft: int | None
     loop: asyncio.AbstractEventLoop
     stream: bool = True
     """Whether to send the text piece by piece (else only the Result, which holds it all)."""
@@ -153,15 +151,14 @@ class Worker:
 
     def _serve(self, job: Job) -> None:
         try:
-            with draft_cap(self.pair, job.max_draft):
-                gen = job.start(self.pair)
-                job.send(Started())
-                events = iter(gen)
-                if _drain(events, job):
-                    job.send(gen.result)
-                    self.n_served += 1
-                else:
-                    self.n_cancelled += 1
+            gen = job.start(self.pair)
+            job.send(Started())
+            events = iter(gen)
+            if _drain(events, job):
+                job.send(gen.result)
+                self.n_served += 1
+            else:
+                self.n_cancelled += 1
         except Exception as exc:  # handed to the request, which answers with it
             job.send(exc)
 
@@ -180,25 +177,3 @@ def _drain(events: Iterator[object], job: Job) -> bool:
         close = getattr(events, "close", None)
         if close is not None:
             close()
-
-
-@contextlib.contextmanager
-def draft_cap(pair: Pair, max_draft: int | None) -> Iterator[None]:
-    """Set the pair's draft length for one generation, then restore it.
-
-    ``Pair.stream`` takes no draft length, and the auto planner keeps its own copy, so both are set.
-    """
-    if max_draft is None:
-        yield
-        return
-    saved = pair.max_draft
-    planner = pair._auto
-    pair.max_draft = max_draft
-    if planner is not None:
-        planner.max_draft = max_draft
-    try:
-        yield
-    finally:
-        pair.max_draft = saved
-        if pair._auto is not None:
-            pair._auto.max_draft = saved
