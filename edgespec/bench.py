@@ -122,6 +122,7 @@ def run_bench(
         for prompt in prompts:
             messages = [{"role": "user", "content": prompt.text}]
             for strategy in order:
+                pair.reset()  # every run reads its prompt afresh, so time to first token compares
                 result = pair.generate(messages, max_tokens=max_tokens, temperature=0.0, strategy=strategy)
                 s = result.stats
                 run = Run(
