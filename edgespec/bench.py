@@ -213,4 +213,7 @@ def acceptance_by_position(runs: Sequence[Run], strategy: str) -> list[float]:
                 accepted.append(0)
             drafted[i] += d
             accepted[i] += a
+    while drafted and drafted[-1] == 0:  # positions no run reached
+        drafted.pop()
+        accepted.pop()
     return [a / d if d else 0.0 for a, d in zip(accepted, drafted, strict=True)]
