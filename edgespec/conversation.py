@@ -18,7 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -132,46 +132,15 @@ class Turn:
 
 
 @dataclass
-class Totals:
+class Totals(Stats):
     """A session's figures, summed over its replies (``/stats``)."""
 
     replies: int = 0
-    n_tokens: int = 0
-    decode_seconds: float = 0.0
-    steps: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    prompt_tokens: int = 0
-    prompt_prefilled: int = 0
-    steps_by_source: dict[str, int] = field(default_factory=dict)
 
-    def add(self, stats: Stats) -> None:
+    def add_reply(self, stats: Stats) -> None:
         """Count one reply."""
         self.replies += 1
-        self.n_tokens += stats.n_tokens
-        self.decode_seconds += stats.decode_seconds
-        self.steps += stats.steps
-        self.drafted += stats.drafted
-        self.accepted += stats.accepted
-        self.prompt_tokens += stats.prompt_tokens
-        self.prompt_prefilled += stats.prompt_prefilled
-        for source, n in stats.steps_by_source.items():
-            self.steps_by_source[source] = self.steps_by_source.get(source, 0) + n
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Generated tokens over decoding time."""
-        return self.n_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
-
-    @property
-    def acceptance(self) -> float:
-        """Accepted guesses over drafted guesses."""
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-    @property
-    def mean_accepted_per_step(self) -> float:
-        """Accepted guesses per verification step."""
-        return self.accepted / self.steps if self.steps else 0.0
+        self.merge(stats)
 
 
 @dataclass(frozen=True)
@@ -330,7 +299,7 @@ class Conversation:
         reason = result.finish_reason if done else "interrupted"
         turn = Turn(reply.user, result.text, reason, result.strategy, result.stats, draft_prefilled)
         self.turns.append(turn)
-        self.totals.add(result.stats)
+        self.totals.add_reply(result.stats)
         self._last_prompt = reply.prompt
         tokens = self._tokens_for(result.token_ids, result.text)
         self._history = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,17 @@ class Stats:
         self.steps_by_source[source] = self.steps_by_source.get(source, 0) + 1
         self.drafted_by_source[source] = self.drafted_by_source.get(source, 0) + n
         self.accepted_by_source[source] = self.accepted_by_source.get(source, 0) + step.n_accepted
+
+    def merge(self, other: Stats) -> None:
+        """Add another generation's counts and seconds to these (session totals)."""
+        for f in fields(Stats):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, list):
+                setattr(self, f.name, [a + b for a, b in zip(mine, theirs, strict=True)])
+            elif isinstance(mine, dict):
+                setattr(self, f.name, {k: mine.get(k, 0) + theirs.get(k, 0) for k in mine | theirs})
+            else:
+                setattr(self, f.name, mine + theirs)
 
     @property
     def acceptance(self) -> float:

@@ -179,3 +179,18 @@ def test_a_stream_closed_early_reports_interrupted(pairs: dict[str, Pair]) -> No
     assert pair.generate(PROMPTS[1], max_tokens=20, temperature=0, strategy="draft").token_ids == reference(
         pair, PROMPTS[1], 20
     )
+
+
+def test_stats_merge_sums_counts(pairs: dict[str, Pair]) -> None:
+    from edgespec.generate import Stats
+
+    pair = pairs["draft-noisy"]
+    pair.max_draft = 4
+    a = pair.generate(PROMPTS[1], max_tokens=20, temperature=0, strategy="draft").stats
+    b = pair.generate(PROMPTS[2], max_tokens=20, temperature=0, strategy="lookup").stats
+    total = Stats()
+    total.merge(a)
+    total.merge(b)
+    assert total.steps == a.steps + b.steps and total.n_tokens == a.n_tokens + b.n_tokens
+    assert total.steps_by_source == {"draft": a.steps, **b.steps_by_source}
+    assert total.drafted_by_position[0] == a.drafted_by_position[0] + b.drafted_by_position[0]
