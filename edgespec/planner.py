@@ -158,7 +158,6 @@ class AutoPlanner:
         # Optimistic priors: an option the curve says could pay gets tried, then judged on what it does.
         self.lookup_acceptance = [Acceptance(prior_rate=0.8) for _ in LOOKUP_BANDS]
         self.draft_acceptance = Acceptance(prior_rate=0.7)
-        self.last_choice = Choice("none", 0, 0.0)
         self._first_step = True
 
     def begin(self) -> None:
@@ -180,11 +179,10 @@ class AutoPlanner:
         self, history: Sequence[int], max_k: int, params: SamplingParams, rng: np.random.Generator
     ) -> Proposal:
         """Weigh the options and return the best one's proposal."""
-        best = Choice("none", 0, 1.0 / self.costs.verify(1))
-        self.last_choice = best
         if self._first_step:
             self._first_step = False
             return NO_PROPOSAL
+        best = Choice("none", 0, 1.0 / self.costs.verify(1))
         candidate = NO_PROPOSAL
         if self.lookup is not None and max_k > 0:
             candidate = self.lookup.propose(history, min(max_k, MAX_DRAFT - 1), params, rng)
@@ -197,7 +195,6 @@ class AutoPlanner:
             k, rate = self._best(self.draft_acceptance, min(max_k, self.max_draft), self.costs.draft_s)
             if k > 0 and rate > best.tokens_per_second:
                 best = Choice("draft", k, rate)
-        self.last_choice = best
         if best.source == "lookup":
             return Proposal(candidate.tokens[: best.k], "lookup", match_len=candidate.match_len)
         if best.source == "draft" and self.draft is not None:
