@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from edgespec.llama import Context, system_info
 from edgespec.paths import cache_dir
@@ -75,10 +76,10 @@ def device_costs(
     entries = _read(path)
     keys = [_key(target, n_gpu_layers)] + ([_key(draft, n_gpu_layers)] if draft else [])
     now = time.time()
-    fresh = [entries.get(k) for k in keys]
-    if not refresh and all(e is not None and now - e["at"] < MAX_AGE_S for e in fresh):
-        verify = {int(n): s for n, s in fresh[0]["seconds"].items()}  # type: ignore[index]
-        draft_s = fresh[1]["seconds"]["1"] if draft else None  # type: ignore[index]
+    fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
+    if not refresh and len(fresh) == len(keys):
+        verify = {int(n): s for n, s in fresh[0]["seconds"].items()}
+        draft_s = fresh[1]["seconds"]["1"] if draft else None
         return CostModel(verify, draft_s)
     logger.info("measuring verification costs on this device (a few seconds, cached)")
     verify = measure(target)
@@ -92,7 +93,7 @@ def device_costs(
     return CostModel(verify, draft_s)
 
 
-def _read(path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
@@ -100,7 +101,7 @@ def _read(path: Path) -> dict[str, dict]:  # type: ignore[type-arg]
         return {}
 
 
-def _write(path: Path, entries: dict[str, dict]) -> None:  # type: ignore[type-arg]
+def _write(path: Path, entries: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
