@@ -8,14 +8,11 @@ backend, threads and batch settings, and measured again when older than a week.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-from pathlib import Path
-from typing import Any
 
 from edgespec.llama import Context, system_info
-from edgespec.paths import cache_dir
+from edgespec.paths import cache_dir, read_json, write_json
 from edgespec.planner import CostModel
 
 logger = logging.getLogger(__name__)
@@ -73,7 +70,7 @@ def device_costs(
 ) -> CostModel:
     """The cost model for this pair on this device, from the cache when fresh."""
     path = cache_dir() / "costs.json"
-    entries = _read(path)
+    entries = read_json(path)
     keys = [_key(target, n_gpu_layers)] + ([_key(draft, n_gpu_layers)] if draft else [])
     now = time.time()
     fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
@@ -89,23 +86,8 @@ def device_costs(
         d = measure(draft, sizes=(1,), reps=5)
         draft_s = d[1]
         entries[keys[1]] = {"at": now, "model": draft.model.path.name, "seconds": d}
-    _write(path, entries)
-    return CostModel(verify, draft_s)
-
-
-def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write(path: Path, entries: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        tmp.replace(path)
+        write_json(path, entries)
     except OSError as exc:  # a read-only cache only costs a re-measure next time
         logger.warning("could not cache device costs in %s: %s", path, exc)
+    return CostModel(verify, draft_s)

@@ -17,7 +17,7 @@ from huggingface_hub import constants, file_download
 
 from edgespec import hub
 from edgespec.errors import DownloadError, EdgespecError, ModelFileError
-from edgespec.hub import HubSpec, parse_spec, pick_file, split_parts
+from edgespec.hub import HubSpec, parse_spec, pick_file, remote, split_parts, verified
 from edgespec.registry import PairSpec, pairs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,7 @@ def test_sha256_mismatch_deletes_the_file(
     t, d = hub.pull("p")
     assert t.read_bytes() == blobs["a"] and d is not None and d.read_bytes() == blobs["b"]
     # Once checked, a file is not hashed again while its size and mtime stay the same.
-    monkeypatch.setattr(hub, "sha256_file", lambda p: pytest.fail("hashed again"))
+    monkeypatch.setattr(verified, "sha256_file", lambda p: pytest.fail("hashed again"))
     assert hub.resolve_pair(pair="p", download=False) == (t, d)
 
 
@@ -278,7 +278,7 @@ def test_not_enough_disk_space_is_refused_before_downloading(
     fake_hub: FakeHub, blobs: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_hub.add("org/big", {"m-Q4_K_M.gguf": blobs["a"]})
-    monkeypatch.setattr(hub.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 99, 1))  # type: ignore[attr-defined]
+    monkeypatch.setattr(remote.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 99, 1))  # type: ignore[attr-defined]
     with pytest.raises(DownloadError, match=r"^not enough disk space for org/big/m-Q4_K_M.gguf: it needs"):
         hub.resolve_model("org/big")
     assert fake_hub.gets("m-Q4_K_M.gguf") == []
