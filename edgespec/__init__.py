@@ -3,13 +3,15 @@
 import logging
 
 from edgespec.errors import EdgespecError
-from edgespec.generate import STRATEGIES, Generation, Pair, Result, Stats, TokenEvent
+from edgespec.generate import Generation, Pair, Result, Stats, TokenEvent
+from edgespec.options import STRATEGIES, GenerationOptions
 from edgespec.sampling import SamplingParams
 
 __all__ = [
     "STRATEGIES",
     "EdgespecError",
     "Generation",
+    "GenerationOptions",
     "Pair",
     "Result",
     "SamplingParams",

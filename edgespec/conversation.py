@@ -16,93 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from edgespec import chat
-from edgespec.errors import ContextOverflowError, EdgespecError, InvalidParameterError, TemplateError
-from edgespec.generate import STRATEGIES, Generation, Pair, Stats, TokenEvent
+from edgespec.errors import ContextOverflowError, EdgespecError, TemplateError
+from edgespec.generate import Generation, Pair, Stats, TokenEvent
+from edgespec.options import GenerationOptions
 
 log = logging.getLogger(__name__)
-
-SETTINGS_HELP = {
-    "temp": "a number >= 0 (0 is greedy)",
-    "top_k": "an integer >= 0 (0 keeps every token)",
-    "top_p": "a number in (0, 1]",
-    "min_p": "a number in [0, 1]",
-    "seed": "an integer, or 'none' for a fresh random seed each reply",
-    "max_tokens": "an integer >= 1",
-    "strategy": "one of " + ", ".join(STRATEGIES),
-}
-"""The settings ``/set`` accepts, and what each allows."""
-
-
-@dataclass
-class Settings:
-    """The generation options of a chat, changeable between turns."""
-
-    temp: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    seed: int | None = None
-    max_tokens: int = 512
-    strategy: str = "auto"
-
-    def stream_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`Pair.stream` for these settings."""
-        options = asdict(self)
-        options["temperature"] = options.pop("temp")
-        return options
-
-    def set(self, name: str, text: str) -> None:
-        """Parse ``text`` and set the setting ``name``; on a bad name or value, say what is allowed."""
-        if name not in SETTINGS_HELP:
-            raise InvalidParameterError(f"unknown setting {name!r}; settings: {', '.join(SETTINGS_HELP)}")
-        value = _parse_setting(name, text.strip())
-        if value is _INVALID:
-            raise InvalidParameterError(f"{name} must be {SETTINGS_HELP[name]}, got {text!r}")
-        setattr(self, name, value)
-
-    def describe(self) -> str:
-        """``name=value`` pairs, for ``/set`` without arguments."""
-        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
-
-
-_INVALID = object()
-
-
-def _parse_setting(name: str, text: str) -> object:
-    """The value of setting ``name`` written as ``text``, or ``_INVALID``."""
-    if name == "strategy":
-        return text if text in STRATEGIES else _INVALID
-    if name == "seed":
-        if text.lower() in ("none", "random"):
-            return None
-        return _parse_number(text, int, lambda v: True)
-    checks = {
-        "temp": (float, lambda v: v >= 0),
-        "top_k": (int, lambda v: v >= 0),
-        "top_p": (float, lambda v: 0 < v <= 1),
-        "min_p": (float, lambda v: 0 <= v <= 1),
-        "max_tokens": (int, lambda v: v >= 1),
-    }
-    kind, ok = checks[name]
-    return _parse_number(text, kind, ok)
-
-
-def _parse_number(text: str, kind: type, ok: Any) -> object:
-    try:
-        value = kind(text)
-    except ValueError:
-        return _INVALID
-    if isinstance(value, float) and not math.isfinite(value):
-        return _INVALID
-    return value if ok(value) else _INVALID
 
 
 @dataclass
@@ -159,18 +84,25 @@ class Reply:
     """
 
     def __init__(
-        self, conversation: Conversation, user: str, prompt: _Tokens, generation: Generation, dropped: int
+        self,
+        user: str,
+        prompt: _Tokens,
+        generation: Generation,
+        dropped: int,
+        max_tokens: int,
+        record: Callable[[Reply, bool], Turn],
     ) -> None:
-        self.conversation = conversation
         self.user = user
         self.prompt = prompt
         self.generation = generation
         self.dropped = dropped
         """Oldest turns dropped from the context to make room for this one."""
+        self.max_tokens = max_tokens
         self.turn: Turn | None = None
         """The recorded turn, once :meth:`finish` has run."""
         self._done = False
-        self._draft_start = conversation._draft_prefilled()
+        self._record = record
+        """Records the turn in the conversation: ``record(reply, iteration_ended)``."""
 
     def __iter__(self) -> Iterator[TokenEvent]:
         yield from self.generation
@@ -188,14 +120,12 @@ class Reply:
     def context_full(self) -> bool:
         """Whether the reply stopped because the context had no room left."""
         result = self.generation.result
-        settings = self.conversation.settings
-        return result.finish_reason == "length" and len(result.token_ids) < settings.max_tokens
+        return result.finish_reason == "length" and len(result.token_ids) < self.max_tokens
 
     def finish(self) -> Turn:
         """Record the turn (once); the reply so far counts as interrupted if iteration did not end."""
         if self.turn is None:
-            draft_prefilled = self.conversation._draft_prefilled() - self._draft_start
-            self.turn = self.conversation._record(self, self._done, draft_prefilled)
+            self.turn = self._record(self, self._done)
         return self.turn
 
 
@@ -205,13 +135,15 @@ class Conversation:
     Args:
         pair: the loaded models; their caches follow this conversation (one conversation per pair).
         system: the system prompt, or None.
-        settings: generation options; changeable between turns.
+        settings: generation options; changeable between turns (:meth:`set_option`).
     """
 
-    def __init__(self, pair: Pair, system: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self, pair: Pair, system: str | None = None, settings: GenerationOptions | None = None
+    ) -> None:
         self.pair = pair
         self.system = system or None
-        self.settings = settings or Settings()
+        self.settings = settings or GenerationOptions()
         self.turns: list[Turn] = []
         """Every turn since the start or the last :meth:`clear`, dropped ones included."""
         self.first = 0
@@ -227,8 +159,9 @@ class Conversation:
                 "(use `edgespec generate --raw` for raw text)"
             )
         self._template = template
-        if self.settings.strategy == "draft" and pair.draft_model is None:
-            raise InvalidParameterError("strategy draft needs a draft model (--draft)")
+        self._draft_start = 0
+        """The draft's prefilled-token count when the reply in progress started."""
+        pair.check_strategy(self.settings.strategy)
 
     # ------------------------------------------------------------------ messages
 
@@ -242,9 +175,9 @@ class Conversation:
 
     def set_option(self, name: str, text: str) -> None:
         """Change one generation setting from text (``/set``); a bad name or value says what is allowed."""
-        if name == "strategy" and text.strip() == "draft" and self.pair.draft_model is None:
-            raise InvalidParameterError("strategy draft needs a draft model; this chat has none")
-        self.settings.set(name, text)
+        settings = self.settings.parse(name, text)
+        self.pair.check_strategy(settings.strategy)
+        self.settings = settings
 
     def set_system(self, text: str | None) -> None:
         """Replace the system prompt (None: none). The next turn re-reads the conversation."""
@@ -283,7 +216,8 @@ class Conversation:
             raise
 
     def _start(self, user: str, prompt: _Tokens, dropped: int) -> Reply:
-        gen = self.pair.stream(prompt.tokens, **self.settings.stream_kwargs())
+        self._draft_start = self._draft_prefilled()
+        gen = self.pair.stream(prompt.tokens, self.settings)
         stats = gen.stats
         log.info(
             "turn %d: prompt %d tokens, target prefilled %d",
@@ -291,10 +225,11 @@ class Conversation:
             stats.prompt_tokens,
             stats.prompt_prefilled,
         )
-        return Reply(self, user, prompt, gen, dropped)
+        return Reply(user, prompt, gen, dropped, self.settings.max_tokens, self._record)
 
-    def _record(self, reply: Reply, done: bool, draft_prefilled: int) -> Turn:
+    def _record(self, reply: Reply, done: bool) -> Turn:
         """Add a finished (or cut short) reply to the conversation."""
+        draft_prefilled = self._draft_prefilled() - self._draft_start
         result = reply.generation.result
         reason = result.finish_reason if done else "interrupted"
         turn = Turn(reply.user, result.text, reason, result.strategy, result.stats, draft_prefilled)
@@ -375,7 +310,7 @@ class Conversation:
             "target": str(self.pair.target.path),
             "draft": str(draft.path) if draft is not None else None,
             "n_ctx": self.pair.n_ctx,
-            "settings": asdict(self.settings),
+            "settings": self.settings.flags(),
             "messages": messages,
             "turns_dropped_from_context": self.first,
             "turns": [turn.to_dict() for turn in self.turns],

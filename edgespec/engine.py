@@ -15,6 +15,7 @@ import numpy as np
 
 from edgespec.errors import ContextOverflowError
 from edgespec.llama import Context
+from edgespec.options import DRAFT_LIMIT
 from edgespec.proposers import Proposal, common_prefix
 from edgespec.sampling import SamplingParams
 from edgespec.verify import verify
@@ -56,6 +57,11 @@ class Engine:
         self.history: list[int] = []
         """The token history; the target cache holds all but its last token."""
 
+    def reset(self) -> None:
+        """Forget the history and empty the target's cache (a new conversation)."""
+        self.target.clear()
+        self.history = []
+
     def start(self, prompt: Sequence[int]) -> int:
         """Make ``prompt`` the history, prefilling only what the cache does not already hold.
 
@@ -83,7 +89,7 @@ class Engine:
         params: SamplingParams,
         rng: np.random.Generator,
         max_new: int,
-        max_draft: int = 63,
+        max_draft: int = DRAFT_LIMIT,
     ) -> Iterator[Step]:
         """Generate until ``max_new`` tokens or a full context; the caller stops at EOS.
 

@@ -1,7 +1,7 @@
 """Text in, text out: load a target/draft pair once, then generate or stream with any strategy.
 
->>> pair = Pair("target.gguf", "draft.gguf")
->>> pair.generate([{"role": "user", "content": "Hi"}], max_tokens=32, temperature=0).text
+>>> with Pair("target.gguf", "draft.gguf") as pair:
+...     pair.generate([{"role": "user", "content": "Hi"}], max_tokens=32, temperature=0).text
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -20,12 +22,14 @@ from edgespec.engine import Engine, Planner, Step
 from edgespec.errors import InvalidParameterError, TemplateError
 from edgespec.llama import Context, Model
 from edgespec.measure import device_costs
+from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
 from edgespec.planner import MAX_DRAFT, AutoPlanner, CostModel, FixedPlanner
 from edgespec.proposers import DraftModel, PromptLookup
 from edgespec.sampling import SamplingParams
 from edgespec.textstream import TextStream
 
-STRATEGIES = ("auto", "draft", "lookup", "none")
+__all__ = ["STRATEGIES", "Generation", "GenerationOptions", "Pair", "Prompt", "Result", "Stats", "TokenEvent"]
+
 Prompt = str | Sequence[chat.Message]
 """A raw text prompt, or chat messages rendered with the target's chat template."""
 
@@ -171,8 +175,11 @@ class Pair:
         n_threads: CPU threads; defaults to the number of CPUs this process may use.
         n_batch: the largest batch decoded at once (prompt chunks, verification batches).
         n_gpu_layers: layers to offload to the GPU (-1: all) when llama.cpp was built with one.
-        max_draft: the most tokens the ``draft`` and ``lookup`` strategies guess per step.
+        max_draft: the most tokens the ``draft`` and ``lookup`` strategies guess per step, unless
+            a generation's options say otherwise.
         p_min: the draft model stops guessing when its top probability falls below this.
+
+    A context manager: ``with Pair(...) as pair:`` frees the models on leaving.
     """
 
     def __init__(
@@ -191,7 +198,7 @@ class Pair:
             raise InvalidParameterError(f"the context size must be at least 8 tokens, got {n_ctx}")
         if n_threads is not None and n_threads < 1:
             raise InvalidParameterError(f"threads must be at least 1, got {n_threads}")
-        _check_draft_length(max_draft)
+        check("max_draft", max_draft)
         if not 0 <= p_min <= 1:
             raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
         threads = n_threads or _available_cpus()
@@ -223,28 +230,33 @@ class Pair:
         if self._auto is None or refresh:
             draft_ctx = self.draft_model.ctx if self.draft_model else None
             costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
-            self.engine.history = []  # measuring used the caches
+            self.engine.reset()  # measuring used the caches
             if self.draft_model:
-                self.draft_model.cached = []
+                self.draft_model.reset()
             self._auto = AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
         return self._auto.costs
 
+    def check_strategy(self, strategy: str) -> None:
+        """Raise :class:`InvalidParameterError` unless this pair can run ``strategy``."""
+        check("strategy", strategy)
+        if strategy == "draft" and self.draft_model is None:
+            raise InvalidParameterError("strategy 'draft' needs a draft model (--draft); this pair has none")
+
     def planner(self, strategy: str, max_draft: int | None = None) -> Planner:
         """The planner behind a strategy name; fixed strategies guess ``max_draft`` tokens a step."""
+        self.check_strategy(strategy)
         k = max_draft or self.max_draft
         if strategy == "none":
             return FixedPlanner(None, 0)
         if strategy == "lookup":
             return FixedPlanner(self.lookup, k)
         if strategy == "draft":
-            if self.draft_model is None:
-                raise InvalidParameterError("strategy 'draft' needs a draft model")
             return FixedPlanner(self.draft_model, k)
         if strategy == "auto":
             self.costs()
             assert self._auto is not None
             return self._auto
-        raise InvalidParameterError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise AssertionError(strategy)  # check_strategy knows every strategy
 
     def render_prompt(self, messages: Sequence[chat.Message], chat_template: str | None = None) -> str:
         """Chat messages as prompt text, through ``chat_template`` or the target's own template."""
@@ -263,11 +275,16 @@ class Pair:
     def _special_text(self, token: int) -> str:
         return self.target.token_bytes(token, special=True).decode("utf-8", "replace")
 
-    def tokenize_prompt(self, prompt: Prompt, chat_template: str | None = None) -> list[int]:
-        """Prompt tokens: raw text as is, chat messages through the chat template."""
+    def tokenize_prompt(self, prompt: Prompt | list[int], chat_template: str | None = None) -> list[int]:
+        """Prompt tokens: raw text as is, chat messages through the chat template, token ids as given."""
         if isinstance(prompt, str):
             return self.target.tokenize(prompt, add_special=True, parse_special=True)
-        text = self.render_prompt(prompt, chat_template)
+        ids = [t for t in prompt if isinstance(t, int)]
+        if len(ids) == len(prompt):  # token ids (or none at all)
+            return ids
+        if ids:
+            raise InvalidParameterError("a prompt is text, chat messages or token ids, not a mix of them")
+        text = self.render_prompt([m for m in prompt if not isinstance(m, int)], chat_template)
         # Templates that write the BOS themselves must not get a second one from add_special.
         bos = self._special_text(self.target.bos)
         return self.target.tokenize(text, add_special=not (bos and text.startswith(bos)), parse_special=True)
@@ -275,44 +292,34 @@ class Pair:
     def stream(
         self,
         prompt: Prompt | list[int],
+        options: GenerationOptions | None = None,
         *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        seed: int | None = None,
-        strategy: str = "auto",
-        stop: Sequence[str] = (),
         stop_token_ids: Sequence[int] = (),
         chat_template: str | None = None,
-        max_draft: int | None = None,
+        **changes: Any,
     ) -> Generation:
         """Start generating; iterate the returned :class:`Generation` for token events.
 
-        ``prompt`` is raw text, chat messages, or token ids. Generation ends at an
-        end-of-generation token, a stop string or token, ``max_tokens``, or a full context.
-        ``max_draft`` caps the tokens guessed per step for this generation, whatever the strategy.
+        ``prompt`` is raw text, chat messages, or token ids. ``options`` (default:
+        :class:`GenerationOptions`'s defaults) says how; keyword ``changes`` override its fields
+        (``max_tokens=64, temperature=0``). Generation ends at an end-of-generation token, a stop
+        string or token, ``max_tokens``, or a full context. ``options.max_draft`` caps the tokens
+        guessed per step for this generation, whatever the strategy (None: the pair's).
         """
-        if max_tokens < 1:
-            raise InvalidParameterError(f"max tokens must be at least 1, got {max_tokens}")
-        params = SamplingParams(temperature, top_k, top_p, min_p, seed)
-        if max_draft is not None:
-            _check_draft_length(max_draft)
-        planner = self.planner(strategy, max_draft)
-        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-            tokens = list(prompt)
-        else:
-            tokens = self.tokenize_prompt(prompt, chat_template)  # type: ignore[arg-type]
+        opts = options or GenerationOptions()
+        if changes:
+            opts = opts.replace(**changes)
+        params = SamplingParams(opts.temperature, opts.top_k, opts.top_p, opts.min_p, opts.seed)
+        planner = self.planner(opts.strategy, opts.max_draft)
+        tokens = self.tokenize_prompt(prompt, chat_template)
         stats = Stats(prompt_tokens=len(tokens))
-        text = TextStream(stop)
-        gen = Generation(iter(()), strategy, stats, text)
+        text = TextStream(opts.stop)
+        gen = Generation(iter(()), opts.strategy, stats, text)
         t0 = time.perf_counter()
         stats.prompt_prefilled = self.engine.start(tokens)
         stats.prompt_seconds = time.perf_counter() - t0
-        gen._events = self._events(
-            gen, planner, params, max_tokens, set(stop_token_ids), max_draft or MAX_DRAFT - 1
-        )
+        max_draft = opts.max_draft or DRAFT_LIMIT
+        gen._events = self._events(gen, planner, params, opts.max_tokens, set(stop_token_ids), max_draft)
         return gen
 
     def _events(
@@ -357,9 +364,11 @@ class Pair:
         finally:
             stats.decode_seconds = time.perf_counter() - t0
 
-    def generate(self, prompt: Prompt | list[int], **options: object) -> Result:
-        """Generate to the end and return the :class:`Result`. Takes :meth:`stream`'s options."""
-        gen = self.stream(prompt, **options)  # type: ignore[arg-type]
+    def generate(
+        self, prompt: Prompt | list[int], options: GenerationOptions | None = None, **changes: Any
+    ) -> Result:
+        """Generate to the end and return the :class:`Result`. Takes :meth:`stream`'s arguments."""
+        gen = self.stream(prompt, options, **changes)
         for _ in gen:
             pass
         return gen.result
@@ -378,8 +387,7 @@ class Pair:
 
     def reset(self) -> None:
         """Forget cached conversation state in both models (a new conversation)."""
-        self.target_ctx.clear()
-        self.engine.history = []
+        self.engine.reset()
         if self.draft_model:
             self.draft_model.reset()
 
@@ -392,10 +400,13 @@ class Pair:
             self.draft.close()
         self.target.close()
 
+    def __enter__(self) -> Pair:
+        return self
 
-def _check_draft_length(n: int) -> None:
-    if not 1 <= n < MAX_DRAFT:
-        raise InvalidParameterError(f"the draft length must be between 1 and {MAX_DRAFT - 1}, got {n}")
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def _available_cpus() -> int:

@@ -6,40 +6,36 @@ gives the target's ``p`` and the draft's ``q``, which is what exact rejection sa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgespec.errors import InvalidParameterError
+from edgespec.options import GenerationOptions, check
+
+_DEFAULT = GenerationOptions()
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens. ``temperature == 0`` means greedy (argmax); the rest is then ignored.
 
-    Defaults are llama.cpp's (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05).
+    Built from :class:`~edgespec.options.GenerationOptions`, whose defaults (llama.cpp's) and
+    rules these share.
     """
 
-    temperature: float = 0.8
-    top_k: int = 40
+    temperature: float = _DEFAULT.temperature
+    top_k: int = _DEFAULT.top_k
     """Keep the k most likely tokens; 0 keeps all."""
-    top_p: float = 0.95
+    top_p: float = _DEFAULT.top_p
     """Keep the smallest set of tokens whose probability adds up to top_p; 1 keeps all."""
-    min_p: float = 0.05
+    min_p: float = _DEFAULT.min_p
     """Drop tokens less likely than min_p times the most likely one; 0 keeps all."""
     seed: int | None = None
     """Seed of the random generator; None draws one."""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise InvalidParameterError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise InvalidParameterError(f"top-k must be >= 0 (0 turns it off), got {self.top_k}")
-        if not (0 < self.top_p <= 1):
-            raise InvalidParameterError(f"top-p must be in (0, 1], got {self.top_p}")
-        if not (0 <= self.min_p <= 1):
-            raise InvalidParameterError(f"min-p must be in [0, 1], got {self.min_p}")
+        for name in ("temperature", "top_k", "top_p", "min_p", "seed"):
+            check(name, getattr(self, name))  # the rules of GenerationOptions, written once there
 
     @property
     def greedy(self) -> bool:

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from edgespec import Pair
-from edgespec.conversation import Conversation, Settings
+from edgespec.conversation import Conversation
 from edgespec.errors import ContextOverflowError, EdgespecError, InvalidParameterError, TemplateError
+from edgespec.options import GenerationOptions
 
-GREEDY = Settings(temp=0.0, max_tokens=24, strategy="none")
+GREEDY = GenerationOptions(temperature=0.0, max_tokens=24, strategy="none")
 LONG_REPLY = "a"  # the tiny target's greedy reply to this first message is over 100 tokens
 
 
@@ -30,7 +31,7 @@ def pair(tiny: dict[str, Path]) -> Iterator[Pair]:
 def conv(pair: Pair) -> Conversation:
     """A fresh greedy conversation (the pair's caches reset)."""
     pair.reset()
-    return Conversation(pair, settings=Settings(**vars(GREEDY)))
+    return Conversation(pair, settings=GREEDY)
 
 
 def say(conv: Conversation, text: str) -> str:
@@ -44,9 +45,10 @@ def say(conv: Conversation, text: str) -> str:
 # ---------------------------------------------------------------------------- settings
 
 
-def test_settings_map_to_stream_kwargs() -> None:
-    kwargs = Settings(temp=0.5, seed=3).stream_kwargs()
-    assert kwargs["temperature"] == 0.5 and kwargs["seed"] == 3 and "temp" not in kwargs
+def test_settings_are_named_by_their_flags() -> None:
+    flags = GenerationOptions(temperature=0.5, seed=3).flags()
+    assert flags["temp"] == 0.5 and flags["seed"] == 3 and "temperature" not in flags
+    assert list(flags) == ["temp", "top_k", "top_p", "min_p", "seed", "max_tokens", "strategy"]
 
 
 @pytest.mark.parametrize(
@@ -63,9 +65,7 @@ def test_settings_map_to_stream_kwargs() -> None:
     ],
 )
 def test_settings_accept_good_values(name: str, text: str, value: object) -> None:
-    settings = Settings()
-    settings.set(name, text)
-    assert getattr(settings, name) == value
+    assert GenerationOptions().parse(name, text).flags()[name] == value
 
 
 @pytest.mark.parametrize(
@@ -84,20 +84,20 @@ def test_settings_accept_good_values(name: str, text: str, value: object) -> Non
     ],
 )
 def test_settings_refuse_bad_values_saying_what_is_allowed(name: str, text: str, allowed: str) -> None:
-    settings = Settings()
     with pytest.raises(InvalidParameterError) as info:
-        settings.set(name, text)
+        GenerationOptions().parse(name, text)
     assert allowed in str(info.value)
-    assert settings == Settings()
 
 
 def test_strategy_draft_needs_a_draft_model(tiny: dict[str, Path]) -> None:
     alone = Pair(tiny["target"], n_ctx=128, n_threads=1)
     try:
+        conv = Conversation(alone)
         with pytest.raises(InvalidParameterError, match="draft model"):
-            Conversation(alone).set_option("strategy", "draft")
+            conv.set_option("strategy", "draft")
+        assert conv.settings == GenerationOptions()  # a refused setting changes nothing
         with pytest.raises(InvalidParameterError, match="draft model"):
-            Conversation(alone, settings=Settings(strategy="draft"))
+            Conversation(alone, settings=GenerationOptions(strategy="draft"))
     finally:
         alone.close()
 
@@ -155,7 +155,7 @@ def test_kv_reuse_does_not_change_the_reply(conv: Conversation, pair: Pair) -> N
 
 
 def test_the_draft_catches_up_only_on_new_tokens(conv: Conversation) -> None:
-    conv.settings.strategy = "draft"
+    conv.settings = conv.settings.replace(strategy="draft")
     say(conv, "a long first message for the draft to read once " * 5)
     first = conv.turns[0]
     say(conv, "short")
@@ -170,7 +170,7 @@ def test_the_draft_catches_up_only_on_new_tokens(conv: Conversation) -> None:
 
 
 def test_an_interrupted_reply_is_kept_and_the_next_turn_sees_it(conv: Conversation) -> None:
-    conv.settings.max_tokens = 200
+    conv.settings = conv.settings.replace(max_tokens=200)
     with pytest.raises(KeyboardInterrupt), conv.send(LONG_REPLY) as reply:
         for i, _ in enumerate(reply):
             if i == 10:
@@ -236,9 +236,9 @@ def test_a_new_system_prompt_applies_to_the_next_turn(conv: Conversation) -> Non
 @pytest.fixture
 def small(tiny: dict[str, Path]) -> Iterator[Conversation]:
     """A conversation in a small context (llama.cpp rounds it up to 256), with a system prompt."""
-    p = Pair(tiny["target"], n_ctx=160, n_threads=1)
-    yield Conversation(p, system="sys", settings=Settings(temp=0.0, max_tokens=8, strategy="none"))
-    p.close()
+    settings = GenerationOptions(temperature=0.0, max_tokens=8, strategy="none")
+    with Pair(tiny["target"], n_ctx=160, n_threads=1) as p:
+        yield Conversation(p, system="sys", settings=settings)
 
 
 def test_overflow_drops_the_oldest_turns_and_keeps_the_system_prompt(small: Conversation) -> None:
@@ -303,8 +303,7 @@ def next_logits(pair: Pair, prompt: list[int]) -> np.ndarray:
 def test_ctrl_c_at_any_moment_leaves_both_caches_consistent(conv: Conversation, pair: Pair) -> None:
     """A real SIGINT-like interrupt at many points in a speculative reply; the next turn must be
     exactly what a fresh start on the same tokens gives, and the draft must still agree fully."""
-    conv.settings.strategy = "draft"
-    conv.settings.max_tokens = 200
+    conv.settings = conv.settings.replace(strategy="draft", max_tokens=200)
     armed = [False]
 
     def interrupt(signum: int, frame: object) -> None:

@@ -65,10 +65,10 @@ def test_sample_frequencies_follow_the_distribution() -> None:
     "kwargs, what",
     [
         ({"temperature": -0.1}, "temperature"),
-        ({"top_p": 0.0}, "top-p"),
-        ({"top_p": 1.5}, "top-p"),
-        ({"top_k": -1}, "top-k"),
-        ({"min_p": 2.0}, "min-p"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"min_p": 2.0}, "min_p"),
     ],
 )
 def test_out_of_range_parameters_are_named(kwargs: dict[str, float], what: str) -> None:

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 import click
 from rich.console import Console
 
-from edgespec.cli.options import load_pair, model_options, sampling_options
-from edgespec.conversation import SETTINGS_HELP, Conversation, Reply, Settings, Totals
+from edgespec.cli.options import generation_options, load_pair, model_options, sampling_options
+from edgespec.conversation import Conversation, Reply, Totals
 from edgespec.errors import EdgespecError
 from edgespec.generate import Stats, TokenEvent
+from edgespec.options import FLAGS, RULES
 from edgespec.paths import data_dir
 
 PROMPT = ">>> "
@@ -55,14 +56,11 @@ Ctrl-C stops a reply. Start a message with a space to send text that begins with
 @click.option("--token-delay", type=click.FloatRange(min=0), default=0.0, hidden=True)
 def chat(system: str | None, show_draft: bool, quiet: bool, token_delay: float, **options: Any) -> None:
     """Chat with a model pair in the terminal, replies streamed as they are generated."""
-    settings = Settings(**{name: options.pop(name) for name in SETTINGS_HELP})
-    pair = load_pair(**options)
-    try:
+    settings = generation_options(options)
+    with load_pair(**options) as pair:
         conversation = Conversation(pair, system=system, settings=settings)
         ui = ChatUI(conversation, _reader(), show_draft=show_draft, quiet=quiet, token_delay=token_delay)
         ui.run()
-    finally:
-        pair.close()
 
 
 # ---------------------------------------------------------------------------- input
@@ -341,7 +339,7 @@ class ChatUI:
     # ------------------------------------------------------------------ commands
 
     def _help(self, arg: str) -> bool:
-        self.note(HELP.format(names=", ".join(SETTINGS_HELP)))
+        self.note(HELP.format(names=", ".join(FLAGS)))
         return True
 
     def _exit(self, arg: str) -> bool:
@@ -366,15 +364,15 @@ class ChatUI:
 
     def _set(self, arg: str) -> bool:
         if not arg:
-            self.note(self.conversation.settings.describe())
+            self.note(" ".join(f"{k}={v}" for k, v in self.conversation.settings.flags().items()))
             return True
         name, _, value = arg.partition(" ")
         if not value.strip():
-            allowed = f" ({name} is {SETTINGS_HELP[name]})" if name in SETTINGS_HELP else ""
+            allowed = f" ({name} is {RULES[FLAGS[name]].describe()})" if name in FLAGS else ""
             self.note(f"usage: /set NAME VALUE{allowed}")
             return True
         self.conversation.set_option(name, value)
-        self.note(f"({name} = {getattr(self.conversation.settings, name)})")
+        self.note(f"({name} = {self.conversation.settings.flags()[name]})")
         return True
 
     def _stats(self, arg: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edgespec.cli.options import load_pair, model_options, sampling_kwargs, sampling_options
+from edgespec.cli.options import generation_options, load_pair, model_options, sampling_options
 
 
 @click.command()
@@ -47,18 +47,16 @@ def generate(
     assert prompt is not None
     if raw and system:
         raise click.UsageError("--system needs the chat template; it cannot go with --raw")
-    sampling = sampling_kwargs(
-        *(options.pop(k) for k in ("temp", "top_k", "top_p", "min_p", "seed", "strategy", "max_tokens"))
-    )
-    pair = load_pair(**options)
+    generation = generation_options(options).replace(stop=stop)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}
     ]
-    gen = pair.stream(prompt if raw else messages, stop=stop, **sampling)
-    for event in gen:
-        if not as_json:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
+    with load_pair(**options) as pair:
+        gen = pair.stream(prompt if raw else messages, generation)
+        for event in gen:
+            if not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
     result = gen.result
     if as_json:
         stats = result.stats

@@ -7,13 +7,14 @@ from typing import Any, TypeVar
 
 import click
 
-from edgespec.generate import STRATEGIES, Pair
+from edgespec.generate import Pair
+from edgespec.options import DRAFT_LIMIT, FLAGS, RULES, GenerationOptions, Rule
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def model_options(f: F) -> F:
-    """--target --draft --ctx-size --threads --n-gpu-layers --draft-max --p-min."""
+    """--target --draft --pair --ctx-size --threads --n-gpu-layers --draft-max --p-min."""
     for option in reversed(
         [
             click.option(
@@ -42,7 +43,7 @@ def model_options(f: F) -> F:
             ),
             click.option(
                 "--draft-max",
-                type=click.IntRange(1, 63),
+                type=click.IntRange(1, DRAFT_LIMIT),
                 default=16,
                 show_default=True,
                 help="Most tokens guessed per step by the draft and lookup strategies.",
@@ -61,57 +62,36 @@ def model_options(f: F) -> F:
 
 
 def sampling_options(f: F) -> F:
-    """--max-tokens --temp --top-k --top-p --min-p --seed --strategy."""
-    for option in reversed(
-        [
-            click.option(
-                "--max-tokens",
-                type=click.IntRange(min=1),
-                default=512,
-                show_default=True,
-                help="Most tokens to generate.",
-            ),
-            click.option(
-                "--temp",
-                type=click.FloatRange(min=0),
-                default=0.8,
-                show_default=True,
-                help="Temperature; 0 is greedy (deterministic).",
-            ),
-            click.option(
-                "--top-k",
-                type=click.IntRange(min=0),
-                default=40,
-                show_default=True,
-                help="Keep the k most likely tokens (0: all).",
-            ),
-            click.option(
-                "--top-p",
-                type=click.FloatRange(0, 1, min_open=True),
-                default=0.95,
-                show_default=True,
-                help="Nucleus sampling: keep this much probability mass.",
-            ),
-            click.option(
-                "--min-p",
-                type=click.FloatRange(0, 1),
-                default=0.05,
-                show_default=True,
-                help="Drop tokens below this fraction of the top token's probability.",
-            ),
-            click.option("--seed", type=int, default=None, help="Random seed for sampling."),
-            click.option(
-                "--strategy",
-                type=click.Choice(STRATEGIES),
-                default="auto",
-                show_default=True,
-                help="auto: plan each step by measured cost; draft/lookup: always that "
-                "proposer; none: the target alone.",
-            ),
-        ]
-    ):
+    """The sampling flags (--temp --top-k --top-p --min-p --seed --max-tokens --strategy), each
+    with the default, range and help of its :class:`GenerationOptions` field."""
+    defaults = GenerationOptions()
+    for flag, name in reversed(FLAGS.items()):
+        rule, default = RULES[name], getattr(defaults, name)
+        option = click.option(
+            "--" + flag.replace("_", "-"),
+            flag,
+            type=_click_type(rule),
+            default=default,
+            show_default=default is not None,
+            help=rule.help,
+        )
         f = option(f)
     return f
+
+
+def _click_type(rule: Rule) -> Any:
+    # click checks the same range the option's Rule allows, so a bad flag is a usage error.
+    if rule.choices:
+        return click.Choice(rule.choices)
+    if rule.kind is float:
+        return click.FloatRange(rule.low, rule.high, min_open=rule.low_open)
+    low, high = (None if b is None else int(b) for b in (rule.low, rule.high))
+    return click.IntRange(low, high, min_open=rule.low_open)
+
+
+def generation_options(values: dict[str, Any]) -> GenerationOptions:
+    """The :class:`GenerationOptions` the sampling flags give, taken out of a command's ``values``."""
+    return GenerationOptions(**{name: values.pop(flag) for flag, name in FLAGS.items()})
 
 
 def load_pair(
@@ -141,18 +121,3 @@ def load_pair(
         max_draft=draft_max,
         p_min=p_min,
     )
-
-
-def sampling_kwargs(
-    temp: float, top_k: int, top_p: float, min_p: float, seed: int | None, strategy: str, max_tokens: int
-) -> dict[str, Any]:
-    """The generation keyword arguments of :meth:`Pair.stream` from the sampling options."""
-    return {
-        "temperature": temp,
-        "top_k": top_k,
-        "top_p": top_p,
-        "min_p": min_p,
-        "seed": seed,
-        "strategy": strategy,
-        "max_tokens": max_tokens,
-    }

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edgespec.cli.options import load_pair, model_options, sampling_kwargs, sampling_options
+from edgespec.cli.options import generation_options, load_pair, model_options, sampling_options
 
 
 @click.command()
@@ -54,20 +54,11 @@ def serve(
         raise click.ClickException(
             f"the server needs its extra dependencies ({exc.name} is missing): pip install 'edgespec[server]'"
         ) from exc
-    defaults = sampling_kwargs(
-        *(options.pop(k) for k in ("temp", "top_k", "top_p", "min_p", "seed", "strategy", "max_tokens"))
-    )
-    sock = _bind(server.bind, host, port)
-    try:
-        pair = load_pair(**options)
-    except BaseException:
-        sock.close()
-        raise
-    try:
+    defaults = generation_options(options)
+    with _bind(server.bind, host, port) as sock, load_pair(**options) as pair:
         model_id = alias or options["pair"] or pair.target.path.stem
-        if defaults["strategy"] == "draft" and pair.draft is None:
-            raise click.UsageError("--strategy draft needs a draft model (--draft PATH)")
-        if defaults["strategy"] == "auto":
+        pair.check_strategy(defaults.strategy)
+        if defaults.strategy == "auto":
             pair.costs()  # measured now (or read from the cache) rather than on the first request
         config = server.ServerConfig(model_id, api_key, cors, queue_size, defaults)
         app = server.create_app(pair, config)
@@ -75,9 +66,6 @@ def serve(
         click.echo(f"edgespec: serving {model_id!r} at {url}/v1 (OpenAI-compatible); Ctrl-C stops")
         verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
         server.run(app, sock, log_level="info" if verbose else "warning")
-    finally:
-        sock.close()
-        pair.close()
 
 
 def _bind(bind: Callable[[str, int], socket.socket], host: str, port: int) -> socket.socket:

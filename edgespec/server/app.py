@@ -24,6 +24,7 @@ from starlette.background import BackgroundTask
 from edgespec import __version__
 from edgespec.errors import EdgespecError, InvalidParameterError
 from edgespec.generate import Generation, Pair, Prompt, Result
+from edgespec.options import RULES, GenerationOptions
 from edgespec.server import errors
 from edgespec.server.errors import APIError
 from edgespec.server.responses import Reply
@@ -38,16 +39,6 @@ from edgespec.server.worker import Job, Message, QueueFullError, Started, Worker
 POLL_S = 0.2
 """How often a request waiting for its generation checks that its client is still there."""
 
-SAMPLING_DEFAULTS: dict[str, Any] = {
-    "temperature": 0.8,
-    "top_k": 40,
-    "top_p": 0.95,
-    "min_p": 0.05,
-    "seed": None,
-    "strategy": "auto",
-    "max_tokens": 512,
-}
-
 
 @dataclass
 class ServerConfig:
@@ -61,8 +52,8 @@ class ServerConfig:
     """Origins browsers may call from (``*``: any)."""
     queue_size: int = 8
     """Requests that may wait while one runs; one more is answered 503."""
-    defaults: dict[str, Any] = field(default_factory=lambda: dict(SAMPLING_DEFAULTS))
-    """Sampling options for fields a request leaves out (``Pair.stream``'s keyword names)."""
+    defaults: GenerationOptions = field(default_factory=GenerationOptions)
+    """The options for fields a request leaves out."""
     max_tokens_limit: int | None = None
     """When set, no request generates more than this many tokens."""
     retry_after_s: int = 1
@@ -98,7 +89,6 @@ def create_app(pair: Pair, config: ServerConfig) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.state.worker = worker
     _routes(app, _Server(pair, config, worker))
     return app
 
@@ -156,14 +146,14 @@ class _Server:
             "cancelled": self.worker.n_cancelled,
         }
 
-    def options(self, body: GenerationRequest) -> dict[str, Any]:
-        """``Pair.stream``'s keyword arguments for a request."""
-        return sampling_options(body, self.config.defaults, self.config.max_tokens_limit)
+    def options(self, body: GenerationRequest) -> GenerationOptions:
+        """The generation options of a request."""
+        return request_options(body, self.config.defaults, self.config.max_tokens_limit)
 
     async def answer(self, request: Request, body: GenerationRequest, prompt: Prompt | list[int]) -> Response:
         """Run a generation and answer with it, whole or streamed."""
         self.check_model(body.model)
-        start = _starter(prompt, {**self.options(body), "max_draft": body.max_draft})
+        start = _starter(prompt, self.options(body))
         job = Job(start, asyncio.get_running_loop(), stream=bool(body.stream))
         try:
             self.worker.submit(job)
@@ -216,26 +206,25 @@ def _routes(app: FastAPI, server: _Server) -> None:
         return await server.answer(request, body, completion_prompt(body.prompt, server.pair.target.n_vocab))
 
 
-def sampling_options(body: GenerationRequest, defaults: dict[str, Any], limit: int | None) -> dict[str, Any]:
-    """The request's sampling fields over the server's defaults, as ``Pair.stream`` takes them."""
-    given = {
-        "temperature": body.temperature,
-        "top_k": body.top_k,
-        "top_p": body.top_p,
-        "min_p": body.min_p,
-        "seed": body.seed,
-        "strategy": body.strategy,
-        "max_tokens": body.max_tokens,
-    }
-    options = {**defaults, **{k: v for k, v in given.items() if v is not None}}
-    if options["top_p"] == 0:  # the smallest set holding no mass: the top token alone
-        options["temperature"], options["top_p"] = 0.0, 1.0
-    seed = options["seed"]
+def request_options(
+    body: GenerationRequest, defaults: GenerationOptions, limit: int | None
+) -> GenerationOptions:
+    """The request's fields over the server's defaults, checked by :class:`GenerationOptions`.
+
+    Every field the request shares with :class:`GenerationOptions` (by name) is taken when given;
+    OpenAI's conventions are translated first: ``top_p`` 0 is the top token alone, a negative seed
+    is llama-server's (-1: random).
+    """
+    given = {name: getattr(body, name) for name in RULES if getattr(body, name, None) is not None}
+    given["stop"] = tuple(body.stop_strings())
+    if given.get("top_p") == 0:  # the smallest set holding no mass: the top token alone
+        given["temperature"], given["top_p"] = 0.0, 1.0
+    seed = given.get("seed")
     if seed is not None and seed < 0:  # llama-server: -1 is a random seed
-        options["seed"] = None if seed == -1 else seed % 2**64
-    if limit is not None:
-        options["max_tokens"] = min(options["max_tokens"], limit)
-    options["stop"] = body.stop_strings()
+        given["seed"] = None if seed == -1 else seed % 2**64
+    options = defaults.replace(**given)
+    if limit is not None and options.max_tokens > limit:
+        options = options.replace(max_tokens=limit)
     return options
 
 
@@ -263,12 +252,15 @@ def completion_prompt(prompt: str | list[str] | list[int] | list[list[int]], n_v
     """One prompt, as text or token ids (checked against the vocabulary)."""
     if isinstance(prompt, str):
         return prompt
-    if prompt and all(isinstance(t, int) for t in prompt):
-        return _token_ids(prompt, n_vocab)  # type: ignore[arg-type]
+    ids = [t for t in prompt if isinstance(t, int)]
+    if prompt and len(ids) == len(prompt):
+        return _token_ids(ids, n_vocab)
     if len(prompt) != 1:
         raise APIError(400, f"give one prompt per request, got {len(prompt)}", param="prompt")
     one = prompt[0]
-    return one if isinstance(one, str) else _token_ids(one, n_vocab)  # type: ignore[arg-type]
+    if isinstance(one, str):
+        return one
+    return _token_ids([one] if isinstance(one, int) else one, n_vocab)
 
 
 def _token_ids(tokens: list[int], n_vocab: int) -> list[int]:
@@ -280,21 +272,17 @@ def _token_ids(tokens: list[int], n_vocab: int) -> list[int]:
     return tokens
 
 
-def _starter(prompt: Prompt | list[int], options: dict[str, Any]) -> Callable[[Pair], Generation]:
+def _starter(prompt: Prompt | list[int], options: GenerationOptions) -> Callable[[Pair], Generation]:
     def start(pair: Pair) -> Generation:
         try:
-            tokens = prompt if _is_tokens(prompt) else pair.tokenize_prompt(prompt)  # type: ignore[arg-type]
+            tokens = pair.tokenize_prompt(prompt)
         except UnicodeEncodeError as exc:  # JSON can carry lone surrogates, which are not text
             raise InvalidParameterError(f"the prompt is not valid Unicode: {exc.reason}") from exc
         if not tokens:
             raise InvalidParameterError("the prompt is empty")
-        return pair.stream(list(tokens), **options)  # type: ignore[arg-type]
+        return pair.stream(tokens, options)
 
     return start
-
-
-def _is_tokens(prompt: object) -> bool:
-    return isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and bool(prompt)
 
 
 async def _receive(request: Request, job: Job) -> Message:

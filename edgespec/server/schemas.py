@@ -7,15 +7,14 @@ clients send that edgespec does not use (``presence_penalty``, ``user``, ...) ar
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from edgespec.generate import STRATEGIES
-from edgespec.planner import MAX_DRAFT
+from edgespec.options import DRAFT_LIMIT, STRATEGIES
 
 Strategy = Literal["auto", "draft", "lookup", "none"]
-assert set(Strategy.__args__) == set(STRATEGIES)  # type: ignore[attr-defined]
+assert set(get_args(Strategy)) == set(STRATEGIES)
 
 MAX_STOP = 16
 """Stop strings per request (OpenAI allows 4; llama-server any number)."""
@@ -56,7 +55,7 @@ class GenerationRequest(BaseModel):
         description="Extension: auto plans each step by measured cost; draft/lookup always guess "
         "with that proposer; none runs the target alone.",
     )
-    max_draft: Annotated[int, Field(ge=1, le=MAX_DRAFT - 1)] | None = Field(
+    max_draft: Annotated[int, Field(ge=1, le=DRAFT_LIMIT)] | None = Field(
         None,
         validation_alias=AliasChoices("max_draft", "speculative.n_max"),
         description="Extension (llama-server's speculative.n_max): most tokens guessed per step.",
