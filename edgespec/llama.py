@@ -86,8 +86,6 @@ class Model:
         self.add_bos: bool = bool(C.llama_vocab_get_add_bos(self._vocab))
         self.add_eos: bool = bool(C.llama_vocab_get_add_eos(self._vocab))
         self.n_ctx_train: int = C.llama_model_n_ctx_train(ptr)
-        self.n_layers: int = C.llama_model_n_layer(ptr)
-        self.size_bytes: int = C.llama_model_size(ptr)
         # llama_vocab_is_eog is a C call per token; the engine checks every emitted token.
         self._eog_cache: dict[int, bool] = {}
 
@@ -99,25 +97,6 @@ class Model:
 
     def __del__(self) -> None:
         self.close()
-
-    @property
-    def description(self) -> str:
-        """llama.cpp's short description, e.g. ``qwen2 1.5B Q4_K - Medium``."""
-        buf = ctypes.create_string_buffer(256)
-        C.llama_model_desc(self._ptr, buf, len(buf))
-        return buf.value.decode("utf-8", "replace")
-
-    def meta(self, key: str) -> str | None:
-        """A GGUF metadata value as text, or None when absent."""
-        size = 1024
-        while True:
-            buf = ctypes.create_string_buffer(size)
-            n = C.llama_model_meta_val_str(self._ptr, key.encode(), buf, size)
-            if n < 0:
-                return None
-            if n < size:
-                return buf.value.decode("utf-8", "replace")
-            size = n + 1
 
     def chat_template(self) -> str | None:
         """The model's default ``tokenizer.chat_template``, or None."""
@@ -225,11 +204,6 @@ class Context:
 
     def __del__(self) -> None:
         self.close()
-
-    def set_threads(self, n_threads: int, n_threads_batch: int | None = None) -> None:
-        """Change the threads used for single-token and batched decoding."""
-        C.llama_set_n_threads(self._ptr, n_threads, n_threads_batch or n_threads)
-        self.n_threads = n_threads
 
     def decode(self, tokens: Sequence[int], pos: int, n_logits: int = 1) -> np.ndarray:
         """Run ``tokens`` at positions ``pos...``; return logits of the last ``n_logits`` rows.

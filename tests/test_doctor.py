@@ -1,4 +1,4 @@
-"""The doctor's forecast from measured costs: DESIGN.md's CPU figures, and a GPU-like flat curve."""
+"""The doctor's forecast from measured costs: docs/design.md's CPU figures, and a GPU-like flat curve."""
 
 from __future__ import annotations
 

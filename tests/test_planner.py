@@ -12,8 +12,8 @@ from edgespec.proposers import PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 
 RNG = np.random.default_rng(0)
-STEP = 0.0315  # seconds for one target token on the 2-core CPU (DESIGN.md)
-# DESIGN.md's measured curve on a 2-core CPU, in single-step units: verification is nearly linear.
+STEP = 0.0315  # seconds for one target token on the 2-core CPU (docs/design.md)
+# docs/design.md's measured curve on a 2-core CPU, in single-step units: verification is nearly linear.
 CPU = CostModel(
     {
         1: STEP,

@@ -10,7 +10,7 @@ import pytest
 from edgespec.errors import EdgespecError
 from edgespec.registry import default_pair, find_pair, get_pair, pairs
 
-# DESIGN.md's table of the default pair, assembled from PyPI.
+# The default pair's pinned sizes and sha256, as assembled from its PyPI packages.
 PINNED = {
     "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf": (
         1117320768,

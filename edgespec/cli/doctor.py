@@ -29,7 +29,7 @@ GPU_BACKENDS = ("CUDA", "Metal", "MTL", "Vulkan", "HIP", "ROCm", "SYCL", "OpenCL
 PAYS = 1.05
 """A gain below 5 % is within the timing noise: it does not count as paying."""
 TYPICAL_ACCEPTANCE = 0.8
-"""Per-token acceptance of a well-matched draft on code (DESIGN.md measured 89-99 %)."""
+"""Per-token acceptance of a well-matched draft on code (docs/design.md: 89-99 % measured)."""
 
 
 def lookup_ceiling(costs: CostModel) -> tuple[float, int]:
