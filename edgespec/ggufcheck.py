@@ -239,9 +239,9 @@ def _tensor_nbytes(ggml_type: int, dims: list[int], p: Path) -> int:
 # ---------------------------------------------------------------------------- hyperparameters
 
 
-def _bad(p: Path, key: str, value: object, allowed: str) -> ModelFileError:
+def _bad(p: Path, key: str, value: object, but: str) -> ModelFileError:
     shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
-    return ModelFileError(f"{p}: {key} is {shown}; {allowed}")
+    return ModelFileError(f"{p}: {key} is {shown}, but {but}")
 
 
 def _integer(meta: dict[str, object], key: str, low: int, high: int, p: Path) -> int:
@@ -260,7 +260,10 @@ def _per_layer(meta: dict[str, object], key: str, n_layer: int, high: int, p: Pa
         return None
     if isinstance(value, _Array):
         if value.count != n_layer or value.values is None:
-            raise _bad(p, key, f"an array of {value.count:,}", f"give one value or one per layer ({n_layer})")
+            raise ModelFileError(
+                f"{p}: {key} is an array of {value.count:,} values, "
+                f"but llama.cpp needs one value or one per layer ({n_layer})"
+            )
         values = list(value.values)
     else:
         values = [value] * n_layer
@@ -302,13 +305,13 @@ def _check_hparams(meta: dict[str, object], tensors: dict[str, list[int]], p: Pa
     n_vocab = tokens.count if isinstance(tokens, _Array) else None
     vocab_key = Keys.LLM.VOCAB_SIZE.format(arch=arch)
     if vocab_key in meta and n_vocab is not None and meta[vocab_key] != n_vocab:
-        raise _bad(p, vocab_key, meta[vocab_key], f"but {Keys.Tokenizer.LIST} has {n_vocab:,} entries")
+        raise _bad(p, vocab_key, meta[vocab_key], f"{Keys.Tokenizer.LIST} has {n_vocab:,} entries")
     for name in ("token_embd.weight", "output.weight"):
         dims = tensors.get(name)
         if dims is None or len(dims) != 2:
             continue
         if dims[0] != n_embd:
-            raise _bad(p, width_key, n_embd, f"but the tensor {name} is {dims[0]:,} wide")
+            raise _bad(p, width_key, n_embd, f"the tensor {name} is {dims[0]:,} wide")
         if n_vocab is not None and dims[1] != n_vocab:
             raise ModelFileError(
                 f"{p}: the tensor {name} has {dims[1]:,} rows "

@@ -78,8 +78,9 @@ def write_model(
     *,
     template: str | None = CHATML,
     changed_id: int | None = None,
+    extra_metadata: dict[str, int] | None = None,
 ) -> None:
-    """Write one tiny llama GGUF file."""
+    """Write one tiny llama GGUF file (``extra_metadata``: more uint32 keys, for the tests)."""
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(path.stem)
     writer.add_block_count(N_LAYER)
@@ -104,6 +105,8 @@ def write_model(
     writer.add_add_space_prefix(False)
     if template is not None:
         writer.add_chat_template(template)
+    for key, value in (extra_metadata or {}).items():
+        writer.add_uint32(key, value)
     for name, array in tensors.items():
         writer.add_tensor(name, array)
     writer.write_header_to_file()

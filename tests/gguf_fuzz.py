@@ -101,6 +101,14 @@ def layout(data: bytes) -> Layout:
     return Layout(fields, tokens, pos)
 
 
+def set_field(data: bytes, label: str, value: int) -> bytes:
+    """``data`` with the integer field ``label`` (as :func:`layout` names it) set to ``value``."""
+    field = next(f for f in layout(data).fields if f.label == label)
+    out = bytearray(data)
+    out[field.offset : field.offset + field.width] = value.to_bytes(field.width, "little")
+    return bytes(out)
+
+
 def _extreme(rng: random.Random, width: int, original: int) -> int:
     bits = width * 8
     top = (1 << bits) - 1
