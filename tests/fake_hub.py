@@ -10,6 +10,9 @@ It answers the endpoints huggingface_hub uses to list and download model files:
 and the Hub's 404s (``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound``).
 ``cuts[file]`` injects failures: each GET of that file takes the next number from the list and
 sends only that many body bytes before dropping the connection (0: drops before any answer).
+``stalls[file]`` makes each GET of that file send that many body bytes and then hang until the hub
+stops (a transfer whose process gets killed). ``ranges = False`` makes it ignore ``Range`` and send
+whole files with 200, as some proxies and mirrors do.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ class FakeHub:
 
     repos: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
     cuts: dict[str, list[int]] = field(default_factory=dict)
+    stalls: dict[str, int] = field(default_factory=dict)
+    ranges: bool = True
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def add(self, repo: str, files: dict[str, bytes], revision: str = "main") -> str:
         """Publish ``files`` as ``repo`` at ``revision``; returns the commit id."""
@@ -64,6 +70,7 @@ class FakeHub:
 
     def stop(self) -> None:
         """Stop serving."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -182,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = files[filename]
         start = 0
-        if rng := self.headers.get("Range"):
+        if (rng := self.headers.get("Range")) and self.fake.ranges:
             start = int(re.fullmatch(r"bytes=(\d+)-(\d*)", rng)[1])  # type: ignore[index]
         cut = None
         if body and self.fake.cuts.get(filename):
@@ -204,6 +211,12 @@ class _Handler(BaseHTTPRequestHandler):
         if cut is not None:
             self.wfile.write(data[start : start + cut])
             self.wfile.flush()
+            self._drop()
+            return
+        if filename in self.fake.stalls:
+            self.wfile.write(data[start : start + self.fake.stalls[filename]])
+            self.wfile.flush()
+            self.fake._stopping.wait()
             self._drop()
             return
         self.wfile.write(data[start:])

@@ -31,6 +31,7 @@ from huggingface_hub.errors import (
 )
 
 from edgespec.errors import DownloadError
+from edgespec.hub.resume import resume_partial
 
 logger = logging.getLogger(__name__)
 
@@ -213,5 +214,7 @@ def download_file(
             need = info.file_size if info.file_size is not None else size
             if info.will_download and need:
                 check_space(need, hub_cache(), what)
+            if info.will_download:
+                resume_partial(repo, filename, revision)  # what a killed earlier run left
         path = hf_hub_download(repo, filename, revision=revision, local_files_only=not online)
     return Path(str(path))
