@@ -295,11 +295,14 @@ def _check_hparams(meta: dict[str, object], tensors: dict[str, list[int]], p: Pa
     heads = _per_layer(meta, head_key, n_layer, n_embd, p) or [0] * n_layer
     kv_heads = _per_layer(meta, kv_key, n_layer, n_embd, p) or heads
     for layer, (n_head, n_kv) in enumerate(zip(heads, kv_heads, strict=True)):
+        # Layers without attention tensors may have no heads (recurrent layers, DeciLM's
+        # attention-free and linear-attention layers); llama.cpp sizes attention tensors by both.
         attention = _has_attention(tensors, layer)
-        if n_head == 0 and attention is not None:
-            raise _bad(p, head_key, 0, f"the model has attention tensors ({attention})")
-        if n_head and not 1 <= n_kv <= n_head:  # llama.cpp divides n_head by n_head_kv
-            raise _bad(p, kv_key, n_kv, f"it must be from 1 to {head_key} ({n_head})")
+        if attention is not None and 0 in (n_head, n_kv):
+            key = head_key if n_head == 0 else kv_key
+            raise _bad(p, key, 0, f"the model has attention tensors ({attention})")
+        if n_kv > n_head > 0:
+            raise _bad(p, kv_key, n_kv, f"it must be at most {head_key} ({n_head})")
 
     tokens = meta.get(Keys.Tokenizer.LIST)
     n_vocab = tokens.count if isinstance(tokens, _Array) else None

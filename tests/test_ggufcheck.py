@@ -40,7 +40,16 @@ CASES = {
         "llama.attention.head_count is 0, but the model has attention tensors (blk.0.attn_q.weight)",
     ),
     "billions of heads": ("llama.attention.head_count", 2_000_000_000, "head_count is 2,000,000,000, but"),
-    "no kv heads": ("llama.attention.head_count_kv", 0, "head_count_kv is 0, but it must be from 1 to"),
+    "no kv heads": (
+        "llama.attention.head_count_kv",
+        0,
+        "llama.attention.head_count_kv is 0, but the model has attention tensors (blk.0.attn_q.weight)",
+    ),
+    "more kv heads than heads": (
+        "llama.attention.head_count_kv",
+        8,
+        "llama.attention.head_count_kv is 8, but it must be at most llama.attention.head_count (4)",
+    ),
     "zero context": ("llama.context_length", 0, "llama.context_length is 0, but"),
     "billions of context": ("llama.context_length", U32_MAX, "llama.context_length is 4,294,967,295, but"),
     "embedding rows disagree with the vocabulary": (
