@@ -64,8 +64,9 @@ def test_mutated_models_never_crash_and_fail_only_with_edgespec_errors(
         f"{outcomes['error']} exceptions outside EdgespecError, {outcomes['refused']} refused with "
         f"an EdgespecError, {outcomes['ok']} loaded and generated"
     )
-    assert crashes == [], "\n".join(crashes)
-    assert errors == [], "\n".join(errors)
+    replay = f"replay one: python tests/gguf_fuzz.py {tiny['target']} {tiny['draft-same']} {SEED} I I+1 DIR"
+    assert crashes == [], "\n".join([*crashes, replay])
+    assert errors == [], "\n".join([*errors, replay])
     assert len(results) == N_MUTATIONS
     # The mutations reach past the file checks: some files load and generate, most are refused.
     assert outcomes["ok"] > N_MUTATIONS // 20 and outcomes["refused"] > N_MUTATIONS // 2
