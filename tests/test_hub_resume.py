@@ -181,3 +181,25 @@ def test_a_resumed_download_broken_again_keeps_its_bytes_for_the_next_run(
     assert fake_hub.gets(FILE)[-1] == f"bytes={now}-"
     assert Path(proc.stdout.split("target:")[1].strip()).read_bytes() == data
     assert partials(env) == []
+
+
+def test_a_xet_partial_is_not_continued_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from huggingface_hub.file_download import HfFileMetadata
+    from huggingface_hub.utils import XetFileData
+
+    from edgespec import resume
+
+    # Xet writes its file out of order, so its partial bytes are no prefix to append to.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    etag = "a" * 64
+    blobs = tmp_path / "models--org--big" / "blobs"
+    blobs.mkdir(parents=True)
+    partial = blobs / f"{etag}.1234abcd.incomplete"
+    partial.write_bytes(b"x" * 100)
+    meta = HfFileMetadata("c" * 40, etag, "http://127.0.0.1:9/x", 1000, XetFileData("f" * 64, "/route"))
+    monkeypatch.setattr(resume, "get_hf_file_metadata", lambda url: meta)
+    assert resume.resume_partial("org/big", FILE) is False
+    assert not partial.exists() and not (blobs / etag).exists()
+    assert "a Xet download cannot be resumed; downloading it again" in caplog.text

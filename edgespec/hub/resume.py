@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError
@@ -79,8 +80,9 @@ def _fetch_rest(partial: Path, url: str, size: int, what: str) -> bool:
         logger.warning("%s: the partial file is not shorter than the file; downloading it again", what)
         partial.unlink()
         return False
-    headers = build_hf_headers()
-    headers["Range"] = f"bytes={have}-"
+    headers = {"Range": f"bytes={have}-"}
+    if urlsplit(url).netloc == urlsplit(constants.ENDPOINT).netloc:
+        headers.update(build_hf_headers())  # the token goes to the Hub only, never to a CDN
     logger.info("%s: resuming the download at byte %d of %d", what, have, size)
     try:
         with http_stream_backoff("GET", url, headers=headers, follow_redirects=True) as response:
@@ -101,8 +103,6 @@ def _fetch_rest(partial: Path, url: str, size: int, what: str) -> bool:
     except HfHubHTTPError:
         raise
     except Exception as exc:  # a broken transfer, whatever the HTTP library calls it
-        if not partial.exists():
-            raise
         got = partial.stat().st_size
         raise DownloadError(
             f"the download of {what} was interrupted at {got:,} of {size:,} bytes "
