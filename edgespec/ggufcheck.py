@@ -126,7 +126,10 @@ class _Reader:
         # Each item takes at least min_bytes: a count the rest of the file cannot hold is corrupt,
         # refused at once rather than looped over.
         if n > (self.size - self.pos) // min_bytes:
-            raise self.corrupt(f"{what} claims {n:,} entries, more than the file can hold")
+            raise ModelFileError(
+                f"{self.p} is truncated or corrupt: {what} claims {n:,} entries, "
+                "more than the rest of the file can hold"
+            )
         return n
 
     def value(self, vtype: int, key: str) -> object:
