@@ -189,7 +189,7 @@ def test_a_xet_partial_is_not_continued_over_http(
     from huggingface_hub.file_download import HfFileMetadata
     from huggingface_hub.utils import XetFileData
 
-    from edgespec import resume
+    from edgespec.hub import resume
 
     # Xet writes its file out of order, so its partial bytes are no prefix to append to.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
