@@ -148,8 +148,8 @@ class GenerationOptions:
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.stop, tuple):  # a list or any iterable of strings is welcome
-            object.__setattr__(self, "stop", tuple(self.stop))
+        if not isinstance(self.stop, tuple):  # one string, or a list or any iterable of strings
+            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         if not all(isinstance(s, str) for s in self.stop):
             raise InvalidParameterError(f"stop must be strings, got {self.stop!r}")
         for name, rule in RULES.items():

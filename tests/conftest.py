@@ -46,6 +46,5 @@ def tiny_pair(tiny: dict[str, Path]) -> Iterator[object]:
     """A loaded tiny target with the identical draft, shared by tests that reset it."""
     from edgespec import Pair
 
-    pair = Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1)
-    yield pair
-    pair.close()
+    with Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1) as pair:
+        yield pair

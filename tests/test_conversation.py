@@ -22,9 +22,8 @@ LONG_REPLY = "a"  # the tiny target's greedy reply to this first message is over
 @pytest.fixture(scope="module")
 def pair(tiny: dict[str, Path]) -> Iterator[Pair]:
     """The tiny target with its identical draft, reset before each use by a new Conversation."""
-    p = Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1)
-    yield p
-    p.close()
+    with Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1) as p:
+        yield p
 
 
 @pytest.fixture
@@ -90,25 +89,21 @@ def test_settings_refuse_bad_values_saying_what_is_allowed(name: str, text: str,
 
 
 def test_strategy_draft_needs_a_draft_model(tiny: dict[str, Path]) -> None:
-    alone = Pair(tiny["target"], n_ctx=128, n_threads=1)
-    try:
+    with Pair(tiny["target"], n_ctx=128, n_threads=1) as alone:
         conv = Conversation(alone)
         with pytest.raises(InvalidParameterError, match="draft model"):
             conv.set_option("strategy", "draft")
         assert conv.settings == GenerationOptions()  # a refused setting changes nothing
         with pytest.raises(InvalidParameterError, match="draft model"):
             Conversation(alone, settings=GenerationOptions(strategy="draft"))
-    finally:
-        alone.close()
 
 
 def test_a_model_without_chat_template_is_refused(tiny: dict[str, Path]) -> None:
-    raw = Pair(tiny["notemplate"], n_ctx=64, n_threads=1)
-    try:
-        with pytest.raises(TemplateError, match="chat template"):
-            Conversation(raw)
-    finally:
-        raw.close()
+    with (
+        Pair(tiny["notemplate"], n_ctx=64, n_threads=1) as raw,
+        pytest.raises(TemplateError, match="chat template"),
+    ):
+        Conversation(raw)
 
 
 # ---------------------------------------------------------------------------- prefill

@@ -48,6 +48,7 @@ def test_bad_values_and_names_are_refused_saying_what_is_allowed(
 def test_values_are_normalised() -> None:
     o = GenerationOptions(temperature=0, stop=["a", "b"])  # type: ignore[arg-type]
     assert o.temperature == 0.0 and isinstance(o.temperature, float) and o.stop == ("a", "b")
+    assert GenerationOptions(stop="\n\n").stop == ("\n\n",)  # type: ignore[arg-type]
     assert hash(o) == hash(GenerationOptions(temperature=0.0, stop=("a", "b")))
 
 

@@ -22,16 +22,20 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def pair(real_paths: dict[str, Path]) -> Iterator[Pair]:
-    p = Pair(real_paths["target"], real_paths["draft"], n_ctx=1024, n_threads=2, max_draft=6)
-    yield p
-    p.close()
+    with Pair(real_paths["target"], real_paths["draft"], n_ctx=1024, n_threads=2, max_draft=6) as p:
+        yield p
 
 
-@pytest.mark.parametrize("prompt", PROMPTS, ids=["generate", "edit", "question"])
-def test_greedy_speculation_equals_target_alone(pair: Pair, prompt: str) -> None:
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    list(zip(PROMPTS, ["def", "acc", "hash"], strict=True)),
+    ids=["generate", "edit", "question"],
+)
+def test_greedy_speculation_equals_target_alone(pair: Pair, prompt: str, expected: str) -> None:
     messages = [{"role": "user", "content": prompt}]
     want = pair.generate(messages, max_tokens=48, temperature=0, strategy="none")
     assert len(want.token_ids) > 10
+    assert expected in want.text.lower()  # the target answered the prompt: a real reply to compare
     for strategy in ("draft", "lookup"):
         got = pair.generate(messages, max_tokens=48, temperature=0, strategy=strategy)
         assert got.stats.drafted > 0 or strategy == "lookup"
@@ -42,7 +46,6 @@ def test_greedy_speculation_equals_target_alone(pair: Pair, prompt: str) -> None
         i = next(i for i, (a, b) in enumerate(zip(got.token_ids, want.token_ids, strict=False)) if a != b)
         gap = pair.top_two_gap(pair.tokenize_prompt(messages) + want.token_ids[:i])
         assert gap < NEAR_TIE, f"{strategy} diverged at token {i} with a top-two gap of {gap:.3f}"
-    assert "def" in want.text or strategy != "generate"
 
 
 def test_draft_model_is_accepted_often_on_code(pair: Pair) -> None:

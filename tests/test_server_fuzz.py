@@ -25,11 +25,12 @@ def fuzz_server(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     """A server over the tiny pair that generates at most 4 tokens a request."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGESPEC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        pair = Pair(tiny["target"], tiny["draft-same"], n_ctx=256, n_threads=1)
-        running = start_in_thread(create_app(pair, ServerConfig(MODEL, max_tokens_limit=4, queue_size=64)))
-        yield running
-        running.stop()
-        pair.close()
+        with Pair(tiny["target"], tiny["draft-same"], n_ctx=256, n_threads=1) as pair:
+            running = start_in_thread(
+                create_app(pair, ServerConfig(MODEL, max_tokens_limit=4, queue_size=64))
+            )
+            yield running
+            running.stop()
 
 
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE

@@ -64,7 +64,6 @@ def bench(
     if not prompts:
         known = sorted({p.category for p in load_prompts()})
         raise click.BadParameter(f"no prompts in {', '.join(categories)}; categories: {', '.join(known)}")
-    pair = load_pair(**options)
     console = Console(stderr=True)
 
     def progress(run: Run) -> None:
@@ -74,7 +73,8 @@ def bench(
             highlight=False,
         )
 
-    report = run_bench(pair, prompts, strategies, max_tokens, repeats, progress)
+    with load_pair(**options) as pair:
+        report = run_bench(pair, prompts, strategies, max_tokens, repeats, progress)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report)))
     else:

@@ -228,10 +228,8 @@ def diagnose(
             )
         report["weight_buffers_mib"] = weight_buffers(lines)
         report["offloaded_layers"] = offloaded_layers(lines)
-        try:
+        with loaded:
             costs = loaded.costs()
-        finally:
-            loaded.close()
     except EdgespecError as exc:
         report["problem"] = str(exc)
         return report
