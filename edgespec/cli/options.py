@@ -85,6 +85,8 @@ def _click_type(rule: Rule) -> Any:
         return click.Choice(rule.choices)
     if rule.kind is float:
         return click.FloatRange(rule.low, rule.high, min_open=rule.low_open)
+    if rule.low is None and rule.high is None:
+        return click.INT
     low, high = (None if b is None else int(b) for b in (rule.low, rule.high))
     return click.IntRange(low, high, min_open=rule.low_open)
 
