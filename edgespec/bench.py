@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
-from edgespec.generate import Pair
+from edgespec.generate import Pair, Prompt
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +33,13 @@ class BenchPrompt:
     category: str
     id: str
     text: str
+    raw: bool = False
+    """The text is the prompt as it is (a completion), not a user message under the chat template."""
+
+    @property
+    def prompt(self) -> Prompt:
+        """What :meth:`Pair.generate` takes: the raw text, or one user message."""
+        return self.text if self.raw else [{"role": "user", "content": self.text}]
 
 
 @dataclass
@@ -98,7 +105,10 @@ class BenchReport:
 def load_prompts(categories: Sequence[str] = ()) -> list[BenchPrompt]:
     """The shipped prompt set, optionally only some categories."""
     text = resources.files("edgespec").joinpath("prompts/bench.toml").read_text("utf-8")
-    prompts = [BenchPrompt(p["category"], p["id"], p["text"]) for p in tomllib.loads(text)["prompt"]]
+    prompts = [
+        BenchPrompt(p["category"], p["id"], p["text"], p.get("raw", False))
+        for p in tomllib.loads(text)["prompt"]
+    ]
     return [p for p in prompts if not categories or p.category in categories]
 
 
@@ -120,10 +130,11 @@ def run_bench(
     order = list(strategies)
     for _ in range(repeats):
         for prompt in prompts:
-            messages = [{"role": "user", "content": prompt.text}]
             for strategy in order:
                 pair.reset()  # every run reads its prompt afresh, so time to first token compares
-                result = pair.generate(messages, max_tokens=max_tokens, temperature=0.0, strategy=strategy)
+                result = pair.generate(
+                    prompt.prompt, max_tokens=max_tokens, temperature=0.0, strategy=strategy
+                )
                 s = result.stats
                 run = Run(
                     prompt.category,
@@ -159,7 +170,7 @@ def _mismatches(pair: Pair, prompts: dict[str, BenchPrompt], runs: Sequence[Run]
                 (i for i, (a, b) in enumerate(zip(r.token_ids, want, strict=False)) if a != b),
                 min(len(r.token_ids), len(want)),
             )
-            prompt = pair.tokenize_prompt([{"role": "user", "content": prompts[r.prompt_id].text}])
+            prompt = pair.tokenize_prompt(prompts[r.prompt_id].prompt)
             gap = pair.top_two_gap(prompt + want[:first])
             out.append(Mismatch(r.prompt_id, r.strategy, first, round(gap, 4)))
     return out

@@ -8,13 +8,42 @@ import sys
 from pathlib import Path
 
 from edgespec import Pair
-from edgespec.bench import load_prompts, run_bench
+from edgespec.bench import BenchPrompt, load_prompts, run_bench
 
 
 def test_prompt_set_covers_the_categories() -> None:
     categories = {p.category for p in load_prompts()}
-    assert categories == {"code generation", "code editing", "chat", "summarise / extract", "translation"}
+    assert categories == {
+        "code generation",
+        "code completion",
+        "code editing",
+        "chat",
+        "summarise / extract",
+        "translation",
+    }
     assert all(len([p for p in load_prompts() if p.category == c]) >= 3 for c in categories)
+
+
+def test_completion_prompts_are_raw_and_end_in_a_docstring() -> None:
+    completions = load_prompts(["code completion"])
+    assert completions and all(p.raw and p.prompt == p.text for p in completions)
+    assert all(p.text.rstrip().endswith(('"""', "{")) for p in completions)
+    chat = load_prompts(["chat"])[0]
+    assert not chat.raw and chat.prompt == [{"role": "user", "content": chat.text}]
+
+
+def test_run_bench_reads_raw_prompts_without_the_template(tiny: dict[str, Path]) -> None:
+    pair = Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1)
+    raw = BenchPrompt("code completion", "raw", "def add(a, b):\n", raw=True)
+    report = run_bench(pair, [raw], ["draft"], max_tokens=8)
+    assert report.mismatches == []
+    # the template would wrap the text in <|im_start|>user ... ; raw, the output continues the text
+    templated = pair.tokenize_prompt([{"role": "user", "content": raw.text}])
+    assert pair.tokenize_prompt(raw.prompt) == pair.target.tokenize(raw.text, add_special=True)
+    assert len(templated) > len(pair.tokenize_prompt(raw.prompt))
+    none = next(r for r in report.runs if r.strategy == "none")
+    want = pair.generate(raw.text, max_tokens=8, temperature=0, strategy="none")
+    assert none.token_ids == want.token_ids
 
 
 def test_run_bench_alternates_and_checks_outputs(tiny: dict[str, Path]) -> None:
@@ -50,8 +79,8 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
             str(tiny["target"]),
             "--draft",
             str(tiny["draft-same"]),
-            "--category",
-            "chat",
+            "--categories",
+            "chat,code completion",
             "--max-tokens",
             "8",
             "--threads",
@@ -69,6 +98,7 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert {s["strategy"] for s in report["summaries"]} == {"none", "draft", "lookup"}
+    assert {s["category"] for s in report["summaries"]} == {"chat", "code completion", "all"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
         [sys.executable, "-m", "edgespec", "bench", "--strategies", "fast"],
@@ -77,3 +107,10 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "fast is not a strategy" in bad.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "edgespec", "bench", "--categories", "chat,poetry"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2 and "poetry: no such category" in unknown.stderr

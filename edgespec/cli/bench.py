@@ -26,6 +26,15 @@ def _strategies(_ctx: click.Context, _param: click.Parameter, value: str) -> lis
     return names
 
 
+def _categories(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    names = [c.strip() for v in value for c in v.split(",") if c.strip()]
+    known = list(dict.fromkeys(p.category for p in load_prompts()))
+    bad = [c for c in names if c not in known]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: no such category; use {', '.join(known)}")
+    return names
+
+
 @click.command()
 @model_options
 @click.option(
@@ -35,7 +44,14 @@ def _strategies(_ctx: click.Context, _param: click.Parameter, value: str) -> lis
     callback=_strategies,
     help="Comma-separated strategies to compare; none is always included.",
 )
-@click.option("--category", "categories", multiple=True, help="Only these prompt categories (repeatable).")
+@click.option(
+    "--category",
+    "--categories",
+    "categories",
+    multiple=True,
+    callback=_categories,
+    help="Only these prompt categories (repeatable, or comma-separated).",
+)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
     "--repeats",
@@ -52,7 +68,7 @@ def _strategies(_ctx: click.Context, _param: click.Parameter, value: str) -> lis
 )
 def bench(
     strategies: list[str],
-    categories: tuple[str, ...],
+    categories: list[str],
     max_tokens: int,
     repeats: int,
     as_json: bool,
