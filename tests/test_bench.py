@@ -80,7 +80,7 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
             "--draft",
             str(tiny["draft-same"]),
             "--categories",
-            "chat,code completion",
+            "chat,translation",
             "--max-tokens",
             "8",
             "--threads",
@@ -98,7 +98,7 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert {s["strategy"] for s in report["summaries"]} == {"none", "draft", "lookup"}
-    assert {s["category"] for s in report["summaries"]} == {"chat", "code completion", "all"}
+    assert {s["category"] for s in report["summaries"]} == {"chat", "translation", "all"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
         [sys.executable, "-m", "edgespec", "bench", "--strategies", "fast"],
