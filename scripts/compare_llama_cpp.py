@@ -198,8 +198,8 @@ def print_tables(runs: list[Run], modes: list[str]) -> None:
     med = {key: statistics.median(values) for key, values in ratios.items()}
     n_rounds = len({r.round for r in runs})
     print(
-        f"\nspeed-up over edgespec --strategy none on the same prompt in the same round ({n_rounds} "
-        "rounds): median (min-max) over prompts and rounds; kept: share of guesses the target kept\n"
+        f"\nspeed-up over edgespec --strategy none on the same prompt in the same round (rounds: {n_rounds}):"
+        " median (min-max) over prompts and rounds; kept: share of guesses the target kept\n"
     )
     print("| mode | " + " | ".join(categories) + " | kept |")
     print("| --- |" + " --- |" * (len(categories) + 1))
