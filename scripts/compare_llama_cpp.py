@@ -16,7 +16,7 @@ target's template by edgespec, raw prompts as they are), greedy, each prompt in 
   process, as ``edgespec bench`` runs them;
 - llama.cpp's native speculative modes through ``llama-speculative-simple --spec-type``: draft-simple
   with n_max 3/8/16 and p_min 0/0.75 (n_min 0), ngram-simple and ngram-mod (their defaults: ngram-simple
-  matches 12 tokens and drafts 48, ngram-mod matches 24 and drafts 48 to 64 or nothing).
+  matches the last 12 tokens and copies 12 to 48, ngram-mod matches 24 and copies 48 to 64 or nothing).
 
 The order of the runs rotates by one on every prompt, so drift on a shared machine falls on all alike.
 Speed is decode tokens per second: edgespec's ``decode_seconds``, and llama-speculative-simple's
