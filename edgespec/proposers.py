@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,15 +14,29 @@ from edgespec.sampling import SamplingParams, probabilities, sample
 
 @dataclass(frozen=True)
 class Proposal:
-    """Guessed tokens, who guessed them, and what the planner and verifier need to know."""
+    """Guessed tokens, who guessed them, and what the planner and verifier need to know.
+
+    A proposal may join proposers (a copy continued by the draft model, or a draft extended by a
+    copy); each row then says where it came from through ``confidence`` and ``match``.
+    """
 
     tokens: list[int]
     source: str
-    """``"none"``, ``"draft"`` or ``"lookup"``."""
-    q: np.ndarray | None = None
-    """The draft's distribution at each guess, after the sampling transform (rejection sampling)."""
-    match_len: int = 0
-    """For lookup: how many tokens of context matched where the guess was copied from."""
+    """``"none"``, ``"draft"``, ``"lookup"``, or two joined in row order (``"lookup+draft"``)."""
+    q: Sequence[np.ndarray | None] | None = None
+    """Per guess, the draft's distribution after the sampling transform (rejection sampling); a
+    None row is a copied guess, which has no distribution. None when sampling is greedy or every
+    guess is copied (sample-and-match)."""
+    confidence: Sequence[float] = ()
+    """Per guess: the draft's top probability for a drafted guess, 0 for a copied one."""
+    match: Sequence[int] = ()
+    """Per guess: for a copied guess, how many tokens of context matched where it was copied from
+    (it grows by one along a copy); 0 for a drafted guess."""
+
+    @property
+    def match_len(self) -> int:
+        """The match length of the first copied guess (0 if none was copied)."""
+        return next((m for m in self.match if m), 0)
 
 
 NO_PROPOSAL = Proposal([], "none")
@@ -47,19 +61,32 @@ class Proposer(Protocol):
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two token lists."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if list(a[:n]) == list(b[:n]):  # the usual case, compared in C
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if list(a[lo:mid]) == list(b[lo:mid]):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+Plan = Callable[[int, float], int]
+"""Called after the draft has computed guess ``i`` with top probability ``c``; returns how many
+guesses the proposal should hold: ``i`` or less stops before guess ``i``, ``i + 1`` keeps it and
+stops, more keeps it and drafts on."""
 
 
 class DraftModel:
     """A small model with the target's tokenizer, drafting token by token.
 
     Greedy targets get the draft's argmax; sampled targets get a sample from the draft's
-    transformed distribution ``q``, which is returned for rejection sampling. Drafting stops early
-    when the draft's top probability falls below ``p_min``. The draft's KV cache follows the
-    accepted history lazily: nothing is prefilled until the first proposal.
+    transformed distribution ``q``, which is returned for rejection sampling. After each guess a
+    plan decides whether to draft on; by default drafting stops when the draft's top probability
+    falls below ``p_min``. The draft's KV cache follows the accepted history lazily: nothing is
+    prefilled until the first proposal.
     """
 
     name = "draft"
@@ -78,6 +105,10 @@ class DraftModel:
         self.ctx.clear()
         self.cached = []
 
+    def lag(self, history: Sequence[int]) -> int:
+        """Tokens the draft would have to decode to catch up with ``history``."""
+        return len(history) - min(common_prefix(self.cached, history), len(history) - 1)
+
     def sync(self, history: Sequence[int]) -> np.ndarray:
         """Bring the cache to ``history`` and return the draft's logits for the next token."""
         keep = min(common_prefix(self.cached, history), len(history) - 1)
@@ -90,37 +121,52 @@ class DraftModel:
         return logits
 
     def propose(
-        self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator
+        self,
+        history: Sequence[int],
+        k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        plan: Plan | None = None,
     ) -> Proposal:
-        """Draft up to ``k`` tokens."""
+        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so."""
+        if plan is None:
+            plan = self._p_min_plan(k)
         logits = self.sync(history)
         tokens: list[int] = []
         qs: list[np.ndarray] = []
+        confidence: list[float] = []
         while len(tokens) < k:
             if params.greedy:
                 token = int(np.argmax(logits))
-                if self.p_min > 0 and _top_probability(logits, token) < self.p_min:
-                    break
+                top = _top_probability(logits, token)
             else:
                 q = probabilities(logits, params)
                 token = sample(q, rng)
-                if q.max() < self.p_min:
-                    break
-                qs.append(q)
+                top = float(q.max())
+            n = plan(len(tokens), top)
+            if n <= len(tokens):
+                break
             tokens.append(token)
-            if len(tokens) < k:
-                logits = self.ctx.decode([token], len(self.cached), 1)[0]
-                self.cached.append(token)
-        q_rows = self._pad(np.stack(qs)) if qs and not params.greedy else None
-        return Proposal(tokens, self.name, q_rows)
+            confidence.append(top)
+            if not params.greedy:
+                qs.append(self._pad(q))
+            if len(tokens) >= min(k, n):
+                break
+            logits = self.ctx.decode([token], len(self.cached), 1)[0]
+            self.cached.append(token)
+        return Proposal(tokens, self.name, qs or None, confidence, [0] * len(tokens))
+
+    def _p_min_plan(self, k: int) -> Plan:
+        p_min = self.p_min
+        return lambda i, top: k if top >= p_min else i
 
     def _pad(self, q: np.ndarray) -> np.ndarray:
         # A draft vocabulary may be a few tokens shorter or longer than the target's.
-        if q.shape[1] == self.n_vocab_target:
+        if q.size == self.n_vocab_target:
             return q
-        out = np.zeros((q.shape[0], self.n_vocab_target))
-        n = min(q.shape[1], self.n_vocab_target)
-        out[:, :n] = q[:, :n]
+        out = np.zeros(self.n_vocab_target)
+        n = min(q.size, self.n_vocab_target)
+        out[:n] = q[:n]
         return out
 
 
@@ -129,49 +175,133 @@ def _top_probability(logits: np.ndarray, top: int) -> float:
     return float(1.0 / np.exp(logits - logits[top]).sum())
 
 
+_SEPARATOR = -1  # between remembered sequences: never equal to a token, so no match crosses it
+
+
+def _longest_match(corpus: np.ndarray, ends: np.ndarray, tail: np.ndarray, max_match: int) -> tuple[int, int]:
+    """The longest suffix of ``tail`` (up to ``max_match`` tokens) that ends in ``corpus`` at one of
+    ``ends`` (positions holding ``tail[-1]``): (the position after it, its length), the latest among
+    equals; (0, 0) if ``ends`` is empty."""
+    cand = ends
+    best_end, length = 0, 0
+    while cand.size:
+        best_end, length = int(cand[-1]), length + 1
+        if length >= max_match or length >= tail.size:
+            break
+        if cand.size == 1:  # one candidate left: measure its match in one pass
+            m = min(best_end + 1, tail.size, max_match)
+            same = corpus[best_end + 1 - m : best_end + 1][::-1] == tail[tail.size - m :][::-1]
+            length = m if same.all() else int(np.argmin(same))
+            break
+        cand = cand[cand >= length]
+        cand = cand[corpus[cand - length] == tail[tail.size - 1 - length]]
+    return (best_end + 1, length) if length else (0, 0)
+
+
 class PromptLookup:
     """Copy what followed the longest earlier match of the text's end (prompt and output alike).
 
     Free to run: no model, a few numpy passes over the token history. Long matches are common
-    when the output quotes or edits the input.
+    when the output quotes or edits the input. Sequences handed to :meth:`remember` (earlier
+    prompts and replies of this process) are searched too, in a bounded memory, so that text an
+    agent or an editor sends again and again is copied from its earlier requests.
     """
 
     name = "lookup"
 
-    def __init__(self, min_match: int = 2, max_match: int = 64) -> None:
+    def __init__(self, min_match: int = 2, max_match: int = 256, memory_tokens: int = 1 << 16) -> None:
         self.min_match = min_match
         self.max_match = max_match
+        self.memory_tokens = memory_tokens
+        self._remembered: list[list[int]] = []
+        self._memory = np.zeros(0, dtype=np.int64)
+        self._history: Sequence[int] | None = None
+        self._buf = np.zeros(1024, dtype=np.int64)
+        self._n = 0
 
     def reset(self) -> None:
-        """Stateless: nothing to forget."""
+        """Forget the remembered sequences."""
+        self._remembered = []
+        self._memory = np.zeros(0, dtype=np.int64)
 
-    def find(self, history: Sequence[int]) -> tuple[int, int]:
-        """(start of the continuation, match length) of the best earlier match; (0, 0) if none.
+    def remember(self, tokens: Sequence[int]) -> None:
+        """Keep ``tokens`` (a finished prompt and reply) for later lookups; the oldest go first
+        when the memory is full. A sequence that continues the last one replaces it (chat turns)."""
+        tokens = list(tokens[-self.memory_tokens :])
+        if self._remembered and common_prefix(self._remembered[-1], tokens) == len(self._remembered[-1]):
+            self._remembered.pop()
+        self._remembered.append(tokens)
+        while sum(len(t) + 1 for t in self._remembered) > self.memory_tokens:
+            self._remembered.pop(0)
+        parts = [np.array([*t, _SEPARATOR], dtype=np.int64) for t in self._remembered]
+        self._memory = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-        The best match is the longest (up to ``max_match`` tokens); among equals, the latest.
+    def _array(self, history: Sequence[int]) -> np.ndarray:
+        # The history only grows during a generation: convert only what was added since last time.
+        n = len(history)
+        if (
+            history is not self._history
+            or n < self._n
+            or (self._n and self._buf[self._n - 1] != history[self._n - 1])
+        ):
+            self._history, self._n = history, 0
+        if n > self._buf.size:
+            self._buf = np.concatenate([self._buf, np.zeros(n, dtype=np.int64)])
+        if n > self._n:
+            self._buf[self._n : n] = history[self._n : n]
+            self._n = n
+        return self._buf[:n]
+
+    def find(self, history: Sequence[int], extra: Sequence[int] = ()) -> tuple[np.ndarray, int, int]:
+        """(where to copy from, start of the continuation there, match length) of the best earlier
+        match of ``history + extra``; length 0 if none.
+
+        The best match is the longest (up to ``max_match`` tokens); among equals, the latest, and
+        the current text before the memory.
         """
-        arr = np.asarray(history, dtype=np.int64)
-        n = arr.size
-        if n < 2:
-            return 0, 0
-        # Candidates: earlier positions holding the last token, whose continuation exists.
-        cand = np.flatnonzero(arr[:-1] == arr[-1])
-        best_start, best_len = 0, 0
-        length = 1
-        while cand.size:
-            best_start, best_len = int(cand[-1]) + 1, length
-            if length >= self.max_match:
-                break
-            cand = cand[cand >= length]
-            cand = cand[arr[cand - length] == arr[n - 1 - length]]
-            length += 1
-        return (best_start, best_len) if best_len >= self.min_match else (0, 0)
+        arr = self._array(history)
+        if extra:
+            arr = np.concatenate([arr, np.asarray(extra, dtype=np.int64)])
+        if arr.size < 2:
+            return arr, 0, 0
+        last = arr[-1]
+        start, length = _longest_match(arr, np.flatnonzero(arr[:-1] == last), arr, self.max_match)
+        source = arr
+        if self._memory.size and length < self.max_match:
+            mem = self._memory
+            ends = np.flatnonzero(mem[:-1] == last)
+            ends = ends[mem[ends + 1] != _SEPARATOR]
+            m_start, m_length = _longest_match(mem, ends, arr, self.max_match)
+            if m_length > length:
+                source, start, length = mem, m_start, m_length
+        return (source, start, length) if length >= self.min_match else (arr, 0, 0)
 
     def propose(
-        self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator
+        self,
+        history: Sequence[int],
+        k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        extra: Sequence[int] = (),
     ) -> Proposal:
-        """Up to ``k`` tokens copied from after the best match."""
-        start, match_len = self.find(history)
+        """Up to ``k`` tokens copied from after the best match of ``history + extra``.
+
+        A copy that reaches the end of the text goes on with its own guesses (a repeating pattern).
+        """
+        source, start, match_len = self.find(history, extra)
         if match_len == 0 or k <= 0:
             return NO_PROPOSAL
-        return Proposal(list(history[start : start + k]), self.name, match_len=match_len)
+        tokens = source[start : start + k].tolist()
+        if source is not self._memory:
+            n = len(tokens)
+            while n < k:  # copied from just before the end: the copy continues itself
+                tokens.append(tokens[n - (source.size - start)])
+                n += 1
+        elif _SEPARATOR in tokens:
+            tokens = tokens[: tokens.index(_SEPARATOR)]
+        return Proposal(
+            tokens,
+            self.name,
+            confidence=[0.0] * len(tokens),
+            match=[match_len + i for i in range(len(tokens))],
+        )

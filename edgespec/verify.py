@@ -11,6 +11,9 @@ Three exact rules:
   needs no ``q`` and suits lookup drafts;
 - rejection sampling: accept guess ``x`` with probability ``min(1, p(x)/q(x))``, else resample from
   ``norm(max(p - q, 0))``. It accepts more than sample-and-match when ``q`` is a real draft model.
+  A row without ``q`` (a copied guess, chosen without randomness) is a one-hot ``q`` at ``x``: accept
+  with ``p(x)``, else resample from ``p`` without ``x``, which is sample-and-match for that row. So a
+  proposal that joins copied and drafted guesses is verified exactly row by row.
 """
 
 from __future__ import annotations
@@ -42,16 +45,24 @@ def verify_match(
     raise AssertionError("unreachable")
 
 
-def accept_probability(p: np.ndarray, q: np.ndarray, x: int) -> float:
-    """min(1, p(x)/q(x)); a guess the draft gave no mass is accepted only if p(x) > 0."""
+def accept_probability(p: np.ndarray, q: np.ndarray | None, x: int) -> float:
+    """min(1, p(x)/q(x)); a guess the draft gave no mass is accepted only if p(x) > 0. ``q`` None
+    is one-hot at ``x``."""
+    if q is None:
+        return float(p[x])
     if q[x] <= 0:
         return 1.0 if p[x] > 0 else 0.0
     return float(min(1.0, p[x] / q[x]))
 
 
-def residual(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """norm(max(p - q, 0)), where a rejected guess resamples from; p itself if that is empty."""
-    r = np.maximum(p - q, 0.0)
+def residual(p: np.ndarray, q: np.ndarray | None, x: int) -> np.ndarray:
+    """norm(max(p - q, 0)), where a rejected guess ``x`` resamples from; p itself if that is
+    empty. ``q`` None is one-hot at ``x``: p without x."""
+    if q is None:
+        r = p.copy()
+        r[x] = 0.0
+    else:
+        r = np.maximum(p - q, 0.0)
     total = r.sum()
     return r / total if total > 0 else p
 
@@ -59,7 +70,7 @@ def residual(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def verify_rejection(
     logits: np.ndarray,
     draft: Sequence[int],
-    q: np.ndarray,
+    q: Sequence[np.ndarray | None],
     params: SamplingParams,
     rng: np.random.Generator,
 ) -> tuple[int, int]:
@@ -67,14 +78,14 @@ def verify_rejection(
     for i, x in enumerate(draft):
         p = probabilities(logits[i], params)
         if rng.random() >= accept_probability(p, q[i], x):
-            return i, sample(residual(p, q[i]), rng)
+            return i, sample(residual(p, q[i], x), rng)
     return len(draft), sample(probabilities(logits[len(draft)], params), rng)
 
 
 def verify(
     logits: np.ndarray,
     draft: Sequence[int],
-    q: np.ndarray | None,
+    q: Sequence[np.ndarray | None] | None,
     params: SamplingParams,
     rng: np.random.Generator,
 ) -> tuple[int, int]:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from edgespec.planner import Acceptance, AutoPlanner, CostModel
-from edgespec.proposers import PromptLookup, Proposal
+from edgespec.planner import AutoPlanner, Calibration, CostModel, DraftPlan, copy_calibration
+from edgespec.proposers import Plan, PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 
 RNG = np.random.default_rng(0)
@@ -28,48 +28,62 @@ CPU = CostModel(
     },
     draft_s=0.6 * STEP,
 )
+# The heavy target (F16 1.5B with the Q4 0.5B draft, DESIGN.md): the draft costs 0.2 of a step.
+HEAVY = CostModel({1: 0.1, 2: 0.131, 4: 0.154, 8: 0.223, 16: 0.334, 32: 0.6, 64: 1.16}, draft_s=0.02)
 # A GPU: single steps are memory-bound, so 8 tokens cost about as much as one; a cheap draft.
 GPU = CostModel({1: 0.010, 2: 0.0101, 4: 0.0103, 8: 0.0107, 16: 0.0118, 32: 0.014, 64: 0.02}, draft_s=0.002)
 
 
 class FakeDraft:
-    """Stands in for DraftModel: guesses ``k`` copies of token 7 and counts calls."""
+    """Stands in for DraftModel: guesses token 7 with the given confidences, asking the plan
+    after each guess as DraftModel does, and counts calls."""
 
     name = "draft"
 
-    def __init__(self) -> None:
+    def __init__(self, confidence: Sequence[float] = (0.9,) * 64) -> None:
         self.calls = 0
+        self.confidence = list(confidence)
 
-    def propose(self, history: Sequence[int], k: int, params: object, rng: object) -> Proposal:
+    def lag(self, history: Sequence[int]) -> int:
+        return 2
+
+    def propose(self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan) -> Proposal:
         self.calls += 1
-        return Proposal([7] * k, "draft")
+        n = 0
+        while n < k:
+            wanted = plan(n, self.confidence[n])
+            if wanted <= n:
+                break
+            n += 1
+            if n >= wanted:
+                break
+        return Proposal([7] * n, "draft", confidence=self.confidence[:n], match=[0] * n)
 
     def reset(self) -> None:
         pass
 
 
-def planner(costs: CostModel, draft: bool = True) -> tuple[AutoPlanner, FakeDraft]:
-    fake = FakeDraft()
+def planner(costs: CostModel, draft: FakeDraft | None = None) -> tuple[AutoPlanner, FakeDraft]:
+    fake = draft or FakeDraft()
     costs = CostModel(dict(costs.verify_s), costs.draft_s)  # a copy: planners learn costs as they go
-    p = AutoPlanner(costs, PromptLookup(), fake if draft else None, max_draft=16)  # type: ignore[arg-type]
+    p = AutoPlanner(costs, PromptLookup(), fake, max_draft=16)  # type: ignore[arg-type]
     p.begin()
     p.propose([1], 8, GREEDY, RNG)  # the first step of a generation never speculates
     return p, fake
 
 
-def teach(acceptance: Acceptance, rate: float, steps: int = 200, k: int = 8) -> None:
+def teach(calibration: Calibration, score: float, rate: float, steps: int = 300) -> None:
+    """Verifications of guesses with this score, kept at this rate."""
     rng = np.random.default_rng(1)
     for _ in range(steps):
-        n = 0
-        while n < k and rng.random() < rate:
-            n += 1
-        acceptance.observe(k, n)
+        calibration.observe([score], [bool(rng.random() < rate)])
 
 
 def test_cost_curve_interpolates_and_captures_steps() -> None:
     assert CPU.verify(16) < CPU.verify(12)
     assert CPU.verify(10) == pytest.approx((6.7 + 8.3) / 2 * STEP)
     assert CPU.relative()[64] == pytest.approx(23.6)
+    assert CPU.curve(15)[9] == pytest.approx(CPU.verify(10))
 
 
 def test_first_step_is_the_target_alone() -> None:
@@ -80,23 +94,59 @@ def test_first_step_is_the_target_alone() -> None:
 
 
 def test_cpu_curve_never_pays_for_a_draft_model_even_at_high_acceptance() -> None:
-    p, fake = planner(CPU)
-    teach(p.draft_acceptance, 0.95)
+    p, fake = planner(CPU, FakeDraft([0.999] * 64))
+    teach(p.confidence, 0.999, 1.0)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.tokens == [] and fake.calls == 0
 
 
 def test_flat_curve_uses_the_draft_model() -> None:
     p, _fake = planner(GPU)
-    teach(p.draft_acceptance, 0.8)
+    teach(p.confidence, 0.9, 0.8)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.source == "draft" and len(proposal.tokens) >= 3
 
 
 def test_flat_curve_drops_a_draft_that_is_never_right() -> None:
-    p, _fake = planner(GPU)
-    teach(p.draft_acceptance, 0.0)
-    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == []
+    p, fake = planner(GPU)
+    teach(p.confidence, 0.9, 0.0)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == [] and fake.calls == 0
+
+
+def plan_length(curve: CostModel, confidence: list[float], calibration: Calibration, rate: float) -> int:
+    assert curve.draft_s is not None
+    plan = DraftPlan(curve.curve(len(confidence)), curve.draft_s, rate, calibration, pooled=0.8)
+    n = 0
+    while n < len(confidence):
+        wanted = plan(n, confidence[n])
+        if wanted <= n:
+            break
+        n += 1
+    return n
+
+
+def test_draft_continuation_stops_where_the_marginal_rate_falls() -> None:
+    # Every guess is kept at the rate its confidence says (a calibrated draft).
+    calibration = Calibration([0.0, 0.5, 0.9], np.array([0.3, 0.7, 0.95]), prior_weight=1e9)
+    rate = 2.0 / HEAVY.verify(1)  # the step aims at twice the target alone
+    # Sure guesses are drafted on until an unsure one: it is not worth the seconds it adds.
+    assert plan_length(HEAVY, [0.95, 0.95, 0.95, 0.2, 0.95], calibration, rate) == 3
+    # On the flat heavy curve a long confident run goes on; each guess is worth its cost.
+    assert plan_length(HEAVY, [0.95] * 12, calibration, rate) == 12
+    # With verification as dear as on the CPU, sure guesses stop where the curve rises (5 tokens
+    # cost 3.85 steps, 4 cost 2.9): the drafting already done is sunk, the verification is not.
+    assert plan_length(CPU, [0.95] * 12, calibration, 1.0 / CPU.verify(1)) == 3
+    # A lower target rate (a step that already pays less) accepts the unsure guess.
+    assert plan_length(HEAVY, [0.95, 0.95, 0.95, 0.6], calibration, 0.5 / HEAVY.verify(1)) == 4
+
+
+def test_calibration_learns_what_a_confidence_is_worth() -> None:
+    p, _fake = planner(HEAVY, FakeDraft([0.97] * 4 + [0.5] * 60))
+    first = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
+    assert len(first.tokens) > 4  # a prior that trusts the draft's word: 0.5 is kept half the time
+    for _ in range(100):  # but guesses at 0.5 are nearly always rejected, those at 0.97 kept
+        p.confidence.observe([0.97, 0.97, 0.97, 0.97, 0.5], [True, True, True, True, False])
+    assert len(p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens) == 4
 
 
 def copy_history(n: int = 80) -> list[int]:
@@ -104,29 +154,46 @@ def copy_history(n: int = 80) -> list[int]:
     return [*text, 1, 2, *text[:20]]  # the output is copying the text: a long lookup match
 
 
-def test_cpu_curve_takes_long_lookups_when_copies_are_kept() -> None:
-    p, _ = planner(CPU)
-    for band in p.lookup_acceptance:
-        teach(band, 0.995, k=32)
+def test_cpu_curve_takes_long_lookups_where_the_curve_steps() -> None:
+    p, _ = planner(CPU, None)
+    p.draft = None
+    for m in (16, 24, 32, 48, 64, 96):
+        teach(p.copies, m, 0.995)
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
-    assert proposal.source == "lookup" and len(proposal.tokens) >= 15
+    assert proposal.source == "lookup" and len(proposal.tokens) == 63  # 64 tokens for 23.6 steps
+    # 16 tokens cost less than 12 on this curve and 21 cost 11.4: the copy ends at the step.
+    assert len(p.propose(copy_history(), 20, GREEDY, RNG).tokens) == 15
+
+
+def test_copies_are_judged_by_how_far_they_have_been_kept() -> None:
+    p, _ = planner(CPU, None)
+    p.draft = None
+    for m in (1, 2, 3, 4, 6):
+        teach(p.copies, m, 0.2)  # copies fail where they start
+    for m in (8, 12, 16, 24, 32, 48, 64):
+        teach(p.copies, m, 0.99)  # and go on once they run
+    assert p.propose([*range(100, 140), 1, 2, 100, 101, 102], 63, GREEDY, RNG).tokens == []
+    assert len(p.propose([*range(100, 140), 1, 2, *range(100, 120)], 63, GREEDY, RNG).tokens) >= 15
 
 
 def test_cpu_curve_stops_looking_up_when_copies_are_rejected() -> None:
-    p, _ = planner(CPU)
-    for band in p.lookup_acceptance:
-        teach(band, 0.2)
+    p, _ = planner(CPU, None)
+    p.draft = None
+    for m in range(1, 40):
+        teach(p.copies, m, 0.2)
     assert p.propose(copy_history(), 63, GREEDY, RNG).tokens == []
 
 
 def test_an_unproven_lookup_is_tried_briefly() -> None:
-    p, _ = planner(CPU)
+    p, _ = planner(CPU, None)
+    p.draft = None
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
     assert proposal.source == "lookup" and 1 <= len(proposal.tokens) <= 4
 
 
 def test_learning_from_observations() -> None:
-    p, _ = planner(CPU)
+    p, _ = planner(CPU, None)
+    p.draft = None
     history = copy_history()
     for _ in range(60):  # every lookup guess is kept: the planner grows bolder
         proposal = p.propose(history, 63, GREEDY, RNG)
@@ -138,14 +205,28 @@ def test_learning_from_observations() -> None:
     assert p.propose(history, 63, GREEDY, RNG).tokens == []
 
 
-def test_acceptance_by_position_shrinks_to_the_pooled_rate() -> None:
-    a = Acceptance(prior_rate=0.5)
-    for _ in range(50):
-        a.observe(2, 2)  # positions 0 and 1 always kept; 2+ never tried
-    rates = a.rates(5)
-    assert rates[0] > 0.9 and rates[1] > 0.9
-    assert rates[4] == pytest.approx(a.pooled())
-    assert a.expected_tokens(2)[-1] == pytest.approx(1 + rates[0] + rates[0] * rates[1])
+def test_calibration_counts_only_judged_guesses_and_decays() -> None:
+    c = copy_calibration()
+    prior = c.rate(8)
+    c.observe([8, 9, 10], [True, True, False])
+    assert c.tried[c._bin(8)] == pytest.approx(1 + 0.98 + 0.98**2) and c.rate(8) < prior
+    for _ in range(1000):
+        c.observe([12], [False])  # another bin's evidence leaves this one as it was
+        c.observe([100], [True])
+    assert c.rate(8) < prior and c.rate(12) < 0.1 and c.rate(100) > 0.9
+    for _ in range(1000):
+        c.observe([8], [True])  # old evidence fades
+    assert c.rate(8) > 0.95
+
+
+def test_every_proposal_respects_max_k() -> None:
+    for costs in (CPU, HEAVY, GPU):
+        p, _ = planner(costs, FakeDraft([0.999] * 64))
+        teach(p.confidence, 0.999, 1.0)
+        for m in range(1, 64):
+            teach(p.copies, m, 1.0)
+        for max_k in (1, 2, 3, 5, 8):
+            assert len(p.propose(copy_history(), max_k, GREEDY, RNG).tokens) <= max_k
 
 
 def test_costs_follow_what_generation_observes() -> None:
@@ -155,3 +236,4 @@ def test_costs_follow_what_generation_observes() -> None:
         costs.observe(3, 1.0)  # not a measured size: interpolation covers it
     assert costs.verify(1) == pytest.approx(0.06, rel=1e-3)
     assert costs.verify(4) == 0.09 and 3 not in costs.verify_s
+    assert costs.curve(3)[0] == pytest.approx(0.06, rel=1e-3)

@@ -20,7 +20,7 @@ TV_BOUND = 3 * np.sqrt(6 / N) / 2
 def output_distribution(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """What one rejection-sampling position emits, computed exactly from verify.py's own pieces."""
     keep = np.array([q[x] * V.accept_probability(p, q, x) for x in range(p.size)])
-    return keep + (1 - keep.sum()) * V.residual(p, q)
+    return keep + (1 - keep.sum()) * V.residual(p, q, 0)
 
 
 @pytest.mark.parametrize(
