@@ -18,6 +18,7 @@ from edgespec.planner import CostModel
 logger = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+DRAFT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 MAX_AGE_S = 7 * 24 * 3600
 _PREFIX = 32
 
@@ -76,18 +77,20 @@ def device_costs(
     fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
     if not refresh and len(fresh) == len(keys):
         verify = {int(n): s for n, s in fresh[0]["seconds"].items()}
-        draft_s = fresh[1]["seconds"]["1"] if draft else None
-        return CostModel(verify, draft_s)
+        if draft is None:
+            return CostModel(verify)
+        cached = {int(n): s for n, s in fresh[1]["seconds"].items()}
+        return CostModel(verify, cached[1], cached)
     logger.info("measuring verification costs on this device (a few seconds, cached)")
     verify = measure(target)
     entries[keys[0]] = {"at": now, "model": target.model.path.name, "seconds": verify}
-    draft_s = None
+    draft_batch: dict[int, float] = {}
     if draft is not None:
-        d = measure(draft, sizes=(1,), reps=5)
-        draft_s = d[1]
-        entries[keys[1]] = {"at": now, "model": draft.model.path.name, "seconds": d}
+        # Single steps (drafting) and a few batch sizes (catching up after a copy).
+        draft_batch = measure(draft, sizes=DRAFT_BATCH_SIZES, reps=5)
+        entries[keys[1]] = {"at": now, "model": draft.model.path.name, "seconds": draft_batch}
     try:
         write_json(path, entries)
     except OSError as exc:  # a read-only cache only costs a re-measure next time
         logger.warning("could not cache device costs in %s: %s", path, exc)
-    return CostModel(verify, draft_s)
+    return CostModel(verify, draft_batch.get(1), draft_batch)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgespec.proposers import NO_PROPOSAL, DraftModel, PromptLookup, Proposal
-from edgespec.sampling import SamplingParams
+from edgespec.sampling import GREEDY, SamplingParams
 
 MAX_DRAFT = 64
+RATE_WEIGHT = 0.05  # how fast the planner's rate follows each step (about the last 20 steps)
 
 
 @dataclass
@@ -30,6 +31,9 @@ class CostModel:
     """Measured seconds by batch size n (1 is a plain single-token step)."""
     draft_s: float | None = None
     """Seconds per drafted token, or None without a draft model."""
+    draft_batch_s: dict[int, float] = field(default_factory=dict)
+    """The draft's measured seconds by batch size (catching up after a copy); where missing, the
+    draft is assumed to scale like the target."""
     _curve: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def verify(self, n: int) -> float:
@@ -51,6 +55,13 @@ class CostModel:
         if self._curve is None or self._curve.size <= k:
             self._curve = np.array([self.verify(n) for n in range(1, max(k, MAX_DRAFT) + 2)])
         return self._curve[: k + 1]
+
+    def draft_batch(self, n: int) -> float:
+        """Seconds the draft takes to decode ``n`` tokens in one batch."""
+        assert self.draft_s is not None
+        if len(self.draft_batch_s) > 1:
+            return CostModel(self.draft_batch_s).verify(n)
+        return self.draft_s * self.verify(n) / self.verify(1)
 
     def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:
         """Fold a timing seen during generation into the curve (an exponential moving average), so
@@ -169,12 +180,12 @@ def expected_tokens(rates: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Option:
-    """An option the planner weighed: the proposer, how many guesses, and its expected rate."""
+    """An option the planner weighed: the proposer, how many guesses, and what it is worth."""
 
     source: str
     k: int
-    tokens_per_second: float
-    seconds: float
+    value: float
+    """Expected tokens minus the planner's rate times expected seconds."""
 
 
 class FixedPlanner:
@@ -203,7 +214,7 @@ class FixedPlanner:
 class DraftPlan:
     """Decides each drafted guess as it comes (a :data:`~edgespec.proposers.Plan`).
 
-    The step aims at ``rate`` tokens per second; a guess, and the guesses that may follow it, are
+    Generation runs at ``rate`` tokens per second; a guess, and the guesses that may follow it, are
     worth their expected tokens minus ``rate`` times the seconds they add (verifying a longer batch,
     drafting on). Seconds already spent drafting are sunk. The guess's own keep probability comes
     from its confidence through the calibration; guesses not yet drafted are valued at the pooled
@@ -250,10 +261,34 @@ class DraftPlan:
         return i + 1 + m
 
 
+def _join(first: Proposal, then: Proposal) -> Proposal:
+    """One proposal of ``first``'s guesses followed by ``then``'s; ``q`` row by row, None for copies."""
+    if not then.tokens:
+        return first
+    if not first.tokens:
+        return then
+    q: list[np.ndarray | None] | None = None
+    if first.q is not None or then.q is not None:
+        q = [*(first.q or [None] * len(first.tokens)), *(then.q or [None] * len(then.tokens))]
+    return Proposal(
+        [*first.tokens, *then.tokens],
+        f"{first.source}+{then.source}",
+        q,
+        [*first.confidence, *then.confidence],
+        [*first.match, *then.match],
+    )
+
+
 class AutoPlanner:
-    """Each step, the option with the highest expected tokens per second, measured costs times
-    learned acceptance: no guess, a lookup copy of any length it supports, or the draft model,
-    whose guesses are decided one by one as they are drafted."""
+    """Each step, the option worth most at the rate generation is reaching, measured costs times
+    learned acceptance: no guess, a lookup copy of any length it supports, the draft model (its
+    guesses decided one by one as they are drafted), or the two joined in one batch.
+
+    An option's worth is its expected tokens minus ``rate`` times its expected seconds, where
+    ``rate`` is the tokens per second generation has reached lately. Maximising that each step is
+    Dinkelbach's method for the best long-run tokens per second: a guess is taken when it adds
+    tokens faster than generation runs anyway, and the rate it reaches is fed back.
+    """
 
     def __init__(
         self,
@@ -268,7 +303,19 @@ class AutoPlanner:
         self.max_draft = max_draft
         self.confidence = confidence_calibration()
         self.copies = copy_calibration()
+        # Recent tokens and seconds per step (moving averages); they start at the target alone.
+        self._tokens = 1.0
+        self._seconds = costs.verify(1)
         self._first_step = True
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second reached lately."""
+        return self._tokens / self._seconds
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self._tokens = value * self._seconds
 
     def begin(self) -> None:
         """A new generation: its first token comes from the target alone, so that time to first
@@ -279,26 +326,18 @@ class AutoPlanner:
         # Optimistic: a draft not yet proven gets tried where the curve says it could pay.
         return self.confidence.pooled(0.7)
 
-    def _catch_up_s(self, n: int) -> float:
-        # The draft decodes what it missed as one batch: its cost scaled like the target's curve.
-        assert self.costs.draft_s is not None
-        curve = self.costs.curve(MAX_DRAFT)
-        return self.costs.draft_s * float(curve[min(n, MAX_DRAFT) - 1] / curve[0]) * max(1.0, n / MAX_DRAFT)
+    def _best(self, source: str, tokens: np.ndarray, seconds: np.ndarray) -> Option:
+        value = tokens - self.rate * seconds
+        j = int(np.argmax(value))
+        return Option(source, j, float(value[j]))
 
-    def _copy_option(self, copy: Proposal, curve: np.ndarray) -> Option:
-        tokens = expected_tokens(self.copies.rates(copy.match))
-        seconds = curve[: tokens.size]
-        j = int(np.argmax(tokens / seconds))
-        return Option("lookup", j, float(tokens[j] / seconds[j]), float(seconds[j]))
-
-    def _draft_option(self, history: Sequence[int], k: int, curve: np.ndarray) -> Option:
+    def _draft_seconds(self, history: Sequence[int], k: int) -> np.ndarray:
+        # Drafting j = 0..k guesses: the first comes with catching up on what the draft missed
+        # (one batch), each further one is a draft step.
         assert self.draft is not None and self.costs.draft_s is not None
-        tokens = expected_tokens(np.full(k, self._pooled()))
-        drafting = self._catch_up_s(self.draft.lag(history)) + self.costs.draft_s * np.arange(-1, k)
-        drafting[0] = 0.0
-        seconds = curve[: k + 1] + drafting
-        j = int(np.argmax(tokens / seconds))
-        return Option("draft", j, float(tokens[j] / seconds[j]), float(seconds[j]))
+        seconds = self.costs.draft_batch(self.draft.lag(history)) + self.costs.draft_s * np.arange(-1, k)
+        seconds[0] = 0.0
+        return seconds
 
     def propose(
         self, history: Sequence[int], max_k: int, params: SamplingParams, rng: np.random.Generator
@@ -308,34 +347,102 @@ class AutoPlanner:
             self._first_step = False
             return NO_PROPOSAL
         curve = self.costs.curve(max_k)
-        options = [Option("none", 0, 1.0 / curve[0], float(curve[0]))]
+        options = [Option("none", 0, 1.0 - self.rate * float(curve[0]))]
         copy = NO_PROPOSAL
         if self.lookup is not None:
             copy = self.lookup.propose(history, max_k, params, rng)
             if copy.tokens:
-                options.append(self._copy_option(copy, curve))
+                tokens = expected_tokens(self.copies.rates(copy.match))
+                options.append(self._best("lookup", tokens, curve[: tokens.size]))
         draft_k = min(max_k, self.max_draft)
         if self.draft is not None and draft_k > 0:
-            options.append(self._draft_option(history, draft_k, curve))
-        best = max(options, key=lambda o: o.tokens_per_second if o.k or o.source == "none" else 0.0)
+            tokens = expected_tokens(np.full(draft_k, self._pooled()))
+            options.append(
+                self._best("draft", tokens, curve[: draft_k + 1] + self._draft_seconds(history, draft_k))
+            )
+        best = max(options, key=lambda o: o.value if o.k or o.source == "none" else -np.inf)
         if best.source == "lookup":
-            return Proposal(
+            copied = Proposal(
                 copy.tokens[: best.k],
                 "lookup",
                 confidence=copy.confidence[: best.k],
                 match=copy.match[: best.k],
             )
+            return self._continue_with_draft(history, copied, curve, max_k, params, rng)
         if best.source == "draft" and self.draft is not None and self.costs.draft_s is not None:
-            plan = DraftPlan(
-                curve, self.costs.draft_s, best.tokens_per_second, self.confidence, self._pooled()
-            )
-            return self.draft.propose(history, draft_k, params, rng, plan)
+            plan = DraftPlan(curve, self.costs.draft_s, self.rate, self.confidence, self._pooled())
+            drafted = self.draft.propose(history, draft_k, params, rng, plan)
+            return self._extend_by_copy(history, drafted, plan.survival, curve, max_k, rng)
         return NO_PROPOSAL
+
+    def _continue_with_draft(
+        self,
+        history: Sequence[int],
+        copied: Proposal,
+        curve: np.ndarray,
+        max_k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+    ) -> Proposal:
+        # Where a copy runs out or turns doubtful (a guess less likely kept than a drafted one), the
+        # draft model may go on in the same batch: it first decodes what it missed and the copied
+        # guesses, then drafts under a DraftPlan.
+        if self.draft is None or self.costs.draft_s is None:
+            return copied
+        pooled = self._pooled()
+        rates = self.copies.rates(copied.match)
+        j = next((i for i, r in enumerate(rates) if r < pooled), len(rates))
+        room = min(max_k - j, self.max_draft)
+        if room <= 0:
+            return copied
+        survival = float(np.prod(rates[:j]))
+        more = np.arange(1, room + 1)
+        gain = survival * np.cumsum(pooled**more)
+        cost = (
+            curve[j + 1 : j + 1 + room]
+            - curve[j]
+            + self.costs.draft_batch(self.draft.lag(history) + j)
+            + self.costs.draft_s * (more - 1)
+        )
+        if np.max(gain - self.rate * cost) <= 0:
+            return copied
+        kept = Proposal(copied.tokens[:j], "lookup", None, copied.confidence[:j], copied.match[:j])
+        plan = DraftPlan(
+            curve, self.costs.draft_s, self.rate, self.confidence, pooled, rows=j, survival=survival
+        )
+        drafted = self.draft.propose([*history, *kept.tokens], room, params, rng, plan)
+        return _join(kept, drafted) if drafted.tokens else copied
+
+    def _extend_by_copy(
+        self,
+        history: Sequence[int],
+        drafted: Proposal,
+        survival: float,
+        curve: np.ndarray,
+        max_k: int,
+        rng: np.random.Generator,
+    ) -> Proposal:
+        # Where the drafted text matches an earlier span, copying on from there costs no drafting.
+        n = len(drafted.tokens)
+        if self.lookup is None or n == 0 or n >= max_k:
+            return drafted
+        copy = self.lookup.propose(history, max_k - n, GREEDY, rng, extra=drafted.tokens)
+        if not copy.tokens:
+            return drafted
+        gain = survival * np.cumsum(np.cumprod(self.copies.rates(copy.match)))
+        value = gain - self.rate * (curve[n + 1 : n + 1 + len(copy.tokens)] - curve[n])
+        j = int(np.argmax(value))
+        if value[j] <= 0:
+            return drafted
+        tail = Proposal(copy.tokens[: j + 1], "lookup", None, copy.confidence[: j + 1], copy.match[: j + 1])
+        return _join(drafted, tail)
 
     def observe(self, proposal: Proposal, n_accepted: int, propose_s: float, verify_s: float) -> None:
         """Learn acceptance and costs from the step just verified."""
         n = len(proposal.tokens)
         self.costs.observe(n + 1, verify_s)
+        self._tokens += RATE_WEIGHT * (n_accepted + 1 - self._tokens)
+        self._seconds += RATE_WEIGHT * (propose_s + verify_s - self._seconds)
         judged = range(min(n_accepted + 1, n))
         drafted = [i for i in judged if not proposal.match[i]]
         copied = [i for i in judged if proposal.match[i]]

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgespec import Pair
+from edgespec.planner import AutoPlanner, CostModel
+from edgespec.proposers import Proposal
 
 PROMPTS = ["hello world", "The quick brown fox jumps over the lazy dog. " * 3, "def f(x):\n    return x"]
 
@@ -197,3 +199,51 @@ def test_stats_merge_sums_counts(pairs: dict[str, Pair]) -> None:
     assert total.steps == a.steps + b.steps and total.n_tokens == a.n_tokens + b.n_tokens
     assert total.steps_by_source == {"draft": a.steps, **b.steps_by_source}
     assert total.drafted_by_position[0] == a.drafted_by_position[0] + b.drafted_by_position[0]
+
+
+class ModelTimePlanner(AutoPlanner):
+    """auto on a made-up flat curve: the tiny models' real timings would make it never guess."""
+
+    def observe(self, proposal: Proposal, n_accepted: int, propose_s: float, verify_s: float) -> None:
+        super().observe(proposal, n_accepted, 0.0, self.costs.verify(len(proposal.tokens) + 1))
+
+
+FLAT = {1: 1.0, 2: 1.05, 4: 1.1, 8: 1.2, 16: 1.4, 32: 2.0, 64: 3.0}
+
+
+@pytest.mark.parametrize("kind", ["draft-same", "draft-noisy"])
+def test_greedy_output_of_joined_proposals_equals_target_alone(pairs: dict[str, Pair], kind: str) -> None:
+    pair = pairs[kind]
+    sources: set[str] = set()
+    for max_draft, draft_s in ((3, 0.05), (8, 0.1), (16, 0.2)):
+        pair._auto = ModelTimePlanner(
+            CostModel(dict(FLAT), draft_s), pair.lookup, pair.draft_model, max_draft
+        )
+        for m in range(1, 200, 3):  # copies taken as sure while short and doubtful after: the draft goes on
+            pair._auto.copies.observe([m] * 20, [m < 6] * 20)
+        for prompt in PROMPTS:
+            want = reference(pair, prompt, 80)
+            got = pair.generate(prompt, max_tokens=80, temperature=0, strategy="auto", max_draft=max_draft)
+            assert got.token_ids == want
+            assert max(len(p) for p in [got.stats.to_dict()["drafted_by_position"]]) <= max_draft  # type: ignore[arg-type]
+            sources |= set(got.stats.steps_by_source)
+    pair._auto = None
+    if kind == "draft-noisy":  # a perfect draft leaves copies nothing to do
+        assert {"lookup+draft", "draft+lookup", "draft"} <= sources, sources
+
+
+def test_sampling_with_joined_proposals_is_reproducible(pairs: dict[str, Pair]) -> None:
+    # Planners learn as they go, so each run starts from a new one.
+    pair = pairs["draft-noisy"]
+    sources: set[str] = set()
+    for prompt in PROMPTS:
+        runs = []
+        for _ in range(2):
+            pair._auto = ModelTimePlanner(CostModel(dict(FLAT), 0.1), pair.lookup, pair.draft_model, 8)
+            for m in range(1, 200, 3):
+                pair._auto.copies.observe([m] * 20, [m < 6] * 20)
+            runs.append(pair.generate(prompt, max_tokens=60, temperature=0.9, seed=5, strategy="auto"))
+        assert runs[0].token_ids == runs[1].token_ids and runs[0].token_ids
+        sources |= set(runs[0].stats.steps_by_source)
+    pair._auto = None
+    assert any("+" in s for s in sources), sources

@@ -35,20 +35,25 @@ GPU = CostModel({1: 0.010, 2: 0.0101, 4: 0.0103, 8: 0.0107, 16: 0.0118, 32: 0.01
 
 
 class FakeDraft:
-    """Stands in for DraftModel: guesses token 7 with the given confidences, asking the plan
-    after each guess as DraftModel does, and counts calls."""
+    """Stands in for DraftModel: guesses the given tokens with the given confidences, asking the
+    plan after each guess as DraftModel does, and records what it was asked."""
 
     name = "draft"
 
-    def __init__(self, confidence: Sequence[float] = (0.9,) * 64) -> None:
+    def __init__(
+        self, confidence: Sequence[float] = (0.9,) * 64, tokens: Sequence[int] = range(1000, 1064)
+    ) -> None:
         self.calls = 0
         self.confidence = list(confidence)
+        self.tokens = list(tokens)
+        self.histories: list[list[int]] = []
 
     def lag(self, history: Sequence[int]) -> int:
         return 2
 
     def propose(self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan) -> Proposal:
         self.calls += 1
+        self.histories.append(list(history))
         n = 0
         while n < k:
             wanted = plan(n, self.confidence[n])
@@ -57,7 +62,7 @@ class FakeDraft:
             n += 1
             if n >= wanted:
                 break
-        return Proposal([7] * n, "draft", confidence=self.confidence[:n], match=[0] * n)
+        return Proposal(self.tokens[:n], "draft", confidence=self.confidence[:n], match=[0] * n)
 
     def reset(self) -> None:
         pass
@@ -161,7 +166,9 @@ def test_cpu_curve_takes_long_lookups_where_the_curve_steps() -> None:
         teach(p.copies, m, 0.995)
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
     assert proposal.source == "lookup" and len(proposal.tokens) == 63  # 64 tokens for 23.6 steps
-    # 16 tokens cost less than 12 on this curve and 21 cost 11.4: the copy ends at the step.
+    # 16 tokens cost less than 12 on this curve and 21 cost 11.4: where generation runs at twice
+    # the target alone, the copy ends at the step.
+    p.rate = 2.0 / STEP
     assert len(p.propose(copy_history(), 20, GREEDY, RNG).tokens) == 15
 
 
@@ -227,6 +234,41 @@ def test_every_proposal_respects_max_k() -> None:
             teach(p.copies, m, 1.0)
         for max_k in (1, 2, 3, 5, 8):
             assert len(p.propose(copy_history(), max_k, GREEDY, RNG).tokens) <= max_k
+
+
+def test_a_copy_that_turns_doubtful_goes_on_with_the_draft() -> None:
+    p, fake = planner(HEAVY, FakeDraft([0.99] * 64))
+    teach(p.confidence, 0.99, 0.95)
+    for m in range(2, 10):
+        teach(p.copies, m, 0.99)
+    for m in (12, 16, 24, 32):
+        teach(p.copies, m, 0.05)  # copies break after twelve matched tokens here
+    history = [*range(100, 110), 1, 2, *range(100, 108)]
+    proposal = p.propose(history, 12, GREEDY, RNG)
+    assert proposal.source == "lookup+draft"
+    copied = [108, 109, 1, 2]  # matched 8 to 11 tokens
+    assert proposal.tokens[:4] == copied and proposal.tokens[4:] == fake.tokens[: len(proposal.tokens) - 4]
+    assert fake.histories[-1] == [*history, *copied]  # the draft goes on from the copied text
+    assert list(proposal.match[:4]) == [8, 9, 10, 11] and not any(proposal.match[4:])
+    assert len(proposal.tokens) <= 12
+
+
+def test_a_draft_that_meets_an_earlier_span_goes_on_by_copying() -> None:
+    # The draft's first guesses are the start of a span seen before; it is unsure after them.
+    p, _fake = planner(
+        HEAVY, FakeDraft([0.99, 0.99, 0.99, 0.3] + [0.3] * 60, tokens=[100, 101, 102, 7] + [7] * 60)
+    )
+    for _ in range(100):
+        p.confidence.observe([0.99, 0.99, 0.99, 0.3], [True, True, True, False])
+    for m in range(2, 40):
+        teach(p.copies, m, 0.98)
+    history = [*range(100, 130), 1, 2]
+    proposal = p.propose(history, 20, GREEDY, RNG)
+    assert proposal.source == "draft+lookup"
+    assert proposal.tokens[:3] == [100, 101, 102] and proposal.tokens[3:] == list(
+        range(103, 103 + len(proposal.tokens) - 3)
+    )
+    assert len(proposal.tokens) > 6 and list(proposal.match[:4]) == [0, 0, 0, 3]
 
 
 def test_costs_follow_what_generation_observes() -> None:

@@ -130,3 +130,60 @@ def test_greedy_accepts_the_longest_agreeing_prefix() -> None:
     assert V.verify_greedy(logits, [3, 1, 4]) == (3, 2)
     assert V.verify_greedy(logits, [0]) == (0, 3)
     assert V.verify_greedy(logits[:1], []) == (0, 3)
+
+
+P3 = np.array([0.10, 0.10, 0.20, 0.30, 0.15, 0.15])
+COPY1, COPY3 = 1, 4  # copied guesses: fixed, with no distribution
+
+
+def run_hybrid(seed: int) -> list[np.ndarray]:
+    """A proposal joining proposers: a copied guess, a drafted one (sampled from Q2), a copied one.
+    Returns histograms of the first, second and third emitted tokens."""
+    rng = np.random.default_rng(seed)
+    logits = np.log(np.stack([P1, P2, P3, P1]))
+    counts = [np.zeros(6) for _ in range(3)]
+    for _ in range(N):
+        draft = [COPY1, sample(Q2, rng), COPY3]
+        n, token = V.verify(logits, draft, [None, Q2, None], PLAIN, rng)
+        for i, t in enumerate([*draft[:n], token][:3]):
+            counts[i][t] += 1
+    return counts
+
+
+def bound(counts: np.ndarray) -> float:
+    return 3 * np.sqrt(6 / counts.sum()) / 2
+
+
+def test_hybrid_proposals_emit_the_target_distribution() -> None:
+    # Each row's logits are fixed here, so the i-th token emitted (when the guesses before it were
+    # kept) must follow row i's distribution whatever proposer guessed it.
+    first, second, third = run_hybrid(seed=3)
+    assert tv(first, P1) < bound(first)
+    assert tv(second, P2) < bound(second)
+    assert tv(third, P3) < bound(third)
+    assert third.sum() > N / 20  # the test reaches the third row often enough to judge it
+
+
+def test_the_hybrid_test_catches_a_copied_row_treated_as_drafted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copied guess given the uniform q (as if drafted) instead of the one-hot it is.
+    real_accept, real_residual = V.accept_probability, V.residual
+    uniform = np.full(6, 1 / 6)
+
+    def accept(p: np.ndarray, q: np.ndarray | None, x: int) -> float:
+        return real_accept(p, uniform if q is None else q, x)
+
+    def residual(p: np.ndarray, q: np.ndarray | None, x: int) -> np.ndarray:
+        return real_residual(p, uniform if q is None else q, x)
+
+    monkeypatch.setattr(V, "accept_probability", accept)
+    monkeypatch.setattr(V, "residual", residual)
+    first, _, third = run_hybrid(seed=3)
+    assert tv(first, P1) > 4 * bound(first) or tv(third, P3) > 4 * bound(third)
+
+
+def test_the_hybrid_test_catches_a_residual_that_keeps_the_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Resampling a rejected copy from p itself (the copy not taken out) emits it too often.
+    real_residual = V.residual
+    monkeypatch.setattr(V, "residual", lambda p, q, x: p if q is None else real_residual(p, q, x))
+    first, _, _ = run_hybrid(seed=3)
+    assert tv(first, P1) > 4 * bound(first)

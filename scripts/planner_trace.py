@@ -1,0 +1,217 @@
+"""Tune the planner without a quiet machine: record traces once, replay planners against a curve.
+
+    python scripts/planner_trace.py record --target T.gguf --draft D.gguf --out traces.json
+    python scripts/planner_trace.py replay traces.json --curve q4     # or --curve heavy
+
+``record`` runs the target greedily on the benchmark prompts and, for every position of its
+output, the draft model's greedy guess and top probability given the true text before it (one
+batched pass: while the draft's guesses are kept, its context is the true text). ``replay`` runs
+the real AutoPlanner over those traces, with a stand-in draft model that answers from the record,
+and charges each step what the cost curve says (single-step units). It prints the expected speed-up
+over the target alone per category: a deterministic figure, free of the noise of a loaded machine.
+The stand-in draft's batches (catching up after a copy) are charged on ``--draft-curve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from edgespec.planner import AutoPlanner, CostModel
+from edgespec.proposers import Plan, PromptLookup, Proposal
+from edgespec.sampling import GREEDY
+
+# Measured on the AMD EPYC VM, 2 threads (DESIGN.md, issue 9), in single-step units.
+CURVES = {
+    "q4": ({1: 1.0, 2: 1.74, 4: 2.9, 8: 6.7, 12: 8.3, 16: 7.8, 24: 13.5, 32: 13.3, 64: 23.6}, 0.6),
+    "heavy": ({1: 1.0, 2: 1.31, 4: 1.54, 8: 2.23, 16: 3.34, 32: 6.0, 64: 11.6}, 0.2),
+}
+# The Q4 0.5B draft on the same CPU is compute-bound like the Q4 target: its batches cost like that.
+DRAFT_CURVE = CURVES["q4"][0]
+
+
+def record(args: argparse.Namespace) -> None:
+    from edgespec import Pair
+
+    prompts = tomllib.loads(Path(args.prompts).read_text())["prompt"]
+    if args.ids:
+        prompts = sorted((p for p in prompts if p["id"] in args.ids), key=lambda p: args.ids.index(p["id"]))
+    pair = Pair(args.target, args.draft, n_ctx=4096, n_threads=args.threads)
+    assert pair.draft_model is not None
+    draft = pair.draft_model.ctx
+    traces = []
+    for p in prompts:
+        if args.categories and p["category"] not in args.categories:
+            continue
+        text = p["text"] if p.get("raw") else [{"role": "user", "content": p["text"]}]
+        prompt = pair.tokenize_prompt(text)
+        t0 = time.perf_counter()
+        out = pair.generate(prompt, max_tokens=args.max_tokens, temperature=0, strategy="lookup").token_ids
+        seq = [*prompt, *out]
+        draft.clear()
+        draft.decode(seq[: len(prompt) - 1], 0, 0)
+        guess, top = [], []
+        pos = len(prompt) - 1
+        while pos < len(seq):
+            chunk = seq[pos : pos + 256]
+            logits = draft.decode(chunk, pos, len(chunk))
+            for row in logits:
+                g = int(np.argmax(row))
+                guess.append(g)
+                top.append(float(1.0 / np.exp(row - row[g]).sum()))
+            pos += len(chunk)
+        draft.clear()
+        pair.reset()
+        traces.append(
+            {
+                "category": p["category"],
+                "id": p["id"],
+                "prompt": prompt,
+                "output": out,
+                "guess": guess,
+                "top": top,
+            }
+        )
+        print(f"{p['id']}: {len(out)} tokens in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        Path(args.out).write_text(json.dumps(traces))  # after each prompt: a long run can be stopped
+
+
+class TraceDraft:
+    """Answers like DraftModel from a trace: the guess and top probability at each position."""
+
+    name = "draft"
+
+    def __init__(self, n_prompt: int, guess: Sequence[int], top: Sequence[float], costs: CostModel) -> None:
+        self.n_prompt, self.guess, self.top = n_prompt, guess, top
+        self.cached: list[int] = []
+        self.seconds = 0.0
+        self.draft_curve = CostModel({n: s * costs.draft_s for n, s in DRAFT_CURVE.items()})  # type: ignore[operator]
+
+    def lag(self, history: Sequence[int]) -> int:
+        from edgespec.proposers import common_prefix
+
+        return len(history) - min(common_prefix(self.cached, history), len(history) - 1)
+
+    def _at(self, n: int) -> tuple[int, float]:
+        i = min(n - self.n_prompt, len(self.guess) - 1)
+        return self.guess[i], self.top[i]
+
+    def propose(
+        self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan | None = None
+    ) -> Proposal:
+        lag = self.lag(history)
+        self.seconds += self.draft_curve.verify(lag)
+        self.cached = list(history)
+        tokens: list[int] = []
+        confidence: list[float] = []
+        assert plan is not None
+        while len(tokens) < k:
+            token, top = self._at(len(history) + len(tokens))
+            n = plan(len(tokens), top)
+            if n <= len(tokens):
+                break
+            tokens.append(token)
+            confidence.append(top)
+            if len(tokens) >= min(k, n):
+                break
+            self.seconds += self.draft_curve.verify(1)
+            self.cached.append(token)
+        return Proposal(tokens, "draft", None, confidence, [0] * len(tokens))
+
+    def reset(self) -> None:
+        self.cached = []
+
+
+def replay_one(
+    trace: dict, costs: CostModel, planner: AutoPlanner, draft: TraceDraft | None
+) -> tuple[float, int, dict]:
+    """Seconds (in single steps) the planner spends on the trace, the tokens, and steps by source."""
+    prompt, out = trace["prompt"], trace["output"]
+    history = list(prompt)
+    planner.begin()
+    seconds, t = 0.0, 0
+    sources: dict[str, int] = defaultdict(int)
+    while t < len(out):
+        max_k = min(len(out) - t - 1, 63)
+        drafting = draft.seconds if draft is not None else 0.0
+        proposal = planner.propose(history, max_k, GREEDY, np.random.default_rng(0))
+        drafting = (draft.seconds if draft is not None else 0.0) - drafting
+        n = 0
+        while n < len(proposal.tokens) and proposal.tokens[n] == out[t + n]:
+            n += 1
+        step = costs.verify(len(proposal.tokens) + 1)
+        seconds += step
+        planner.observe(proposal, n, drafting, step)
+        sources[proposal.source] += 1
+        history.extend(out[t : t + n + 1])
+        t += n + 1
+    if draft is not None:
+        seconds += draft.seconds
+    return seconds, len(out), sources
+
+
+def replay(args: argparse.Namespace) -> None:
+    traces = json.loads(Path(args.traces).read_text())
+    curve, draft_s = CURVES[args.curve]
+    by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    t_planner = 0.0
+    lookup = PromptLookup()
+    state = None
+    for trace in traces:
+        costs = CostModel(dict(curve), draft_s)
+        draft = (
+            None if args.no_draft else TraceDraft(len(trace["prompt"]), trace["guess"], trace["top"], costs)
+        )
+        planner = AutoPlanner(costs, lookup, draft, max_draft=args.max_draft)  # type: ignore[arg-type]
+        if state is not None and args.carry:
+            planner.confidence, planner.copies = state
+        t0 = time.perf_counter()
+        seconds, n, sources = replay_one(trace, costs, planner, draft)
+        t_planner += time.perf_counter() - t0
+        state = (planner.confidence, planner.copies)
+        cat = by_cat[trace["category"]]
+        cat[0] += n
+        cat[1] += seconds
+        print(f"  {trace['id']:<14} {n / seconds:5.2f}x  {dict(sources)}")
+    total_tokens = sum(c[0] for c in by_cat.values())
+    for name, (n, seconds) in by_cat.items():
+        print(f"{name:<22} {n / seconds:5.2f}x")
+    print(f"planner + replay Python time: {1e3 * t_planner / total_tokens:.3f} ms per token")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--target", required=True)
+    r.add_argument("--draft", required=True)
+    r.add_argument("--prompts", default=str(Path(__file__).parent.parent / "edgespec/prompts/bench.toml"))
+    r.add_argument("--categories", nargs="*", default=[])
+    r.add_argument("--ids", nargs="*", default=[], help="only these prompts, in this order")
+    r.add_argument("--max-tokens", type=int, default=128)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--out", required=True)
+    p = sub.add_parser("replay")
+    p.add_argument("traces")
+    p.add_argument("--curve", choices=sorted(CURVES), default="q4")
+    p.add_argument("--max-draft", type=int, default=16)
+    p.add_argument("--no-draft", action="store_true")
+    p.add_argument("--carry", action="store_true", help="keep what the planner learned across prompts")
+    args = parser.parse_args()
+    record(args) if args.command == "record" else replay(args)
+
+
+if __name__ == "__main__":
+    main()
