@@ -363,6 +363,8 @@ class Pair:
             raise
         finally:
             stats.decode_seconds = time.perf_counter() - t0
+            # Later requests (other chats, an editor resending a file) may copy from this one.
+            self.lookup.remember(self.engine.history)
 
     def generate(
         self, prompt: Prompt | list[int], options: GenerationOptions | None = None, **changes: Any

@@ -223,6 +223,7 @@ def test_greedy_output_of_joined_proposals_equals_target_alone(pairs: dict[str, 
             pair._auto.copies.observe([m] * 20, [m < 6] * 20)
         for prompt in PROMPTS:
             want = reference(pair, prompt, 80)
+            pair.lookup.reset()  # or the reply just generated would be copied from memory whole
             got = pair.generate(prompt, max_tokens=80, temperature=0, strategy="auto", max_draft=max_draft)
             assert got.token_ids == want
             assert max(len(p) for p in [got.stats.to_dict()["drafted_by_position"]]) <= max_draft  # type: ignore[arg-type]
@@ -233,12 +234,14 @@ def test_greedy_output_of_joined_proposals_equals_target_alone(pairs: dict[str, 
 
 
 def test_sampling_with_joined_proposals_is_reproducible(pairs: dict[str, Pair]) -> None:
-    # Planners learn as they go, so each run starts from a new one.
+    # Planners learn as they go and lookups copy from earlier requests, so each run starts afresh.
     pair = pairs["draft-noisy"]
     sources: set[str] = set()
     for prompt in PROMPTS:
         runs = []
         for _ in range(2):
+            pair.reset()
+            pair.lookup.reset()
             pair._auto = ModelTimePlanner(CostModel(dict(FLAT), 0.1), pair.lookup, pair.draft_model, 8)
             for m in range(1, 200, 3):
                 pair._auto.copies.observe([m] * 20, [m < 6] * 20)
@@ -247,3 +250,16 @@ def test_sampling_with_joined_proposals_is_reproducible(pairs: dict[str, Pair]) 
         sources |= set(runs[0].stats.steps_by_source)
     pair._auto = None
     assert any("+" in s for s in sources), sources
+
+
+def test_lookup_copies_from_earlier_requests(tiny: dict[str, Path]) -> None:
+    pair = Pair(tiny["target"], tiny["draft-noisy"], n_ctx=512, n_threads=1)
+    first = pair.generate(PROMPTS[2], max_tokens=40, temperature=0, strategy="none")
+    pair.reset()  # a new conversation: nothing in the caches, the history starts again
+    again = pair.generate(PROMPTS[2], max_tokens=40, temperature=0, strategy="lookup", max_draft=8)
+    assert again.token_ids == first.token_ids
+    # The earlier reply is copied from the process's memory: nearly every guess is kept.
+    assert again.stats.accepted >= 30 and again.stats.steps <= 10
+    fresh = Pair(tiny["target"], tiny["draft-noisy"], n_ctx=512, n_threads=1)
+    alone = fresh.generate(PROMPTS[2], max_tokens=40, temperature=0, strategy="lookup", max_draft=8)
+    assert alone.token_ids == first.token_ids and alone.stats.accepted < 10
