@@ -21,6 +21,8 @@ from edgespec.sampling import GREEDY, SamplingParams
 
 MAX_DRAFT = 64
 RATE_WEIGHT = 0.05  # how fast the planner's rate follows each step (about the last 20 steps)
+EXPLORE_SHARE = 0.01  # of the time spent, what trying options the estimates rule out may add
+EXPLORE_K = 2  # guesses such a try makes
 
 
 @dataclass
@@ -145,6 +147,15 @@ class Calibration:
             self.kept[b] = self.kept[b] * self.decay + k
             self.tried_all = self.tried_all * self.decay + 1
             self.kept_all = self.kept_all * self.decay + k
+        self._rates = None
+
+    def age(self, factor: float = 0.998) -> None:
+        """Let all evidence fade a little (once a step): old beliefs give way to what happens now,
+        even in bins not visited lately."""
+        self.kept *= factor
+        self.tried *= factor
+        self.kept_all *= factor
+        self.tried_all *= factor
         self._rates = None
 
 
@@ -306,6 +317,9 @@ class AutoPlanner:
         # Recent tokens and seconds per step (moving averages); they start at the target alone.
         self._tokens = 1.0
         self._seconds = costs.verify(1)
+        self._rate = self.rate
+        """The rate this step is weighed at."""
+        self._explore_budget = 0.0
         self._first_step = True
 
     @property
@@ -327,7 +341,7 @@ class AutoPlanner:
         return self.confidence.pooled(0.7)
 
     def _best(self, source: str, tokens: np.ndarray, seconds: np.ndarray) -> Option:
-        value = tokens - self.rate * seconds
+        value = tokens - self._rate * seconds
         j = int(np.argmax(value))
         return Option(source, j, float(value[j]))
 
@@ -347,20 +361,25 @@ class AutoPlanner:
             self._first_step = False
             return NO_PROPOSAL
         curve = self.costs.curve(max_k)
-        options = [Option("none", 0, 1.0 - self.rate * float(curve[0]))]
+        candidates = [("none", np.ones(1), curve[:1])]  # (source, expected tokens, seconds) by length
         copy = NO_PROPOSAL
         if self.lookup is not None:
             copy = self.lookup.propose(history, max_k, params, rng)
             if copy.tokens:
                 tokens = expected_tokens(self.copies.rates(copy.match))
-                options.append(self._best("lookup", tokens, curve[: tokens.size]))
+                candidates.append(("lookup", tokens, curve[: tokens.size]))
         draft_k = min(max_k, self.max_draft)
         if self.draft is not None and draft_k > 0:
             tokens = expected_tokens(np.full(draft_k, self._pooled()))
-            options.append(
-                self._best("draft", tokens, curve[: draft_k + 1] + self._draft_seconds(history, draft_k))
-            )
+            candidates.append(("draft", tokens, curve[: draft_k + 1] + self._draft_seconds(history, draft_k)))
+        # The rate weighed against is what generation reaches, but never more than the best option
+        # here promises: a rate no option can reach would make every guess look like a loss.
+        self._rate = min(self.rate, max(float(np.max(t / c)) for _, t, c in candidates))
+        options = [self._best(*candidate) for candidate in candidates]
         best = max(options, key=lambda o: o.value if o.k or o.source == "none" else -np.inf)
+        explored = self._explore(history, best, copy, curve, min(draft_k, EXPLORE_K), params, rng)
+        if explored is not None:
+            return explored
         if best.source == "lookup":
             copied = Proposal(
                 copy.tokens[: best.k],
@@ -370,10 +389,44 @@ class AutoPlanner:
             )
             return self._continue_with_draft(history, copied, curve, max_k, params, rng)
         if best.source == "draft" and self.draft is not None and self.costs.draft_s is not None:
-            plan = DraftPlan(curve, self.costs.draft_s, self.rate, self.confidence, self._pooled())
+            plan = DraftPlan(curve, self.costs.draft_s, self._rate, self.confidence, self._pooled())
             drafted = self.draft.propose(history, draft_k, params, rng, plan)
             return self._extend_by_copy(history, drafted, plan.survival, curve, max_k, rng)
         return NO_PROPOSAL
+
+    def _explore(
+        self,
+        history: Sequence[int],
+        best: Option,
+        copy: Proposal,
+        curve: np.ndarray,
+        k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+    ) -> Proposal | None:
+        # An option the estimates rule out is still tried now and then, or auto would never learn
+        # that a draft it had written off is kept after all. The seconds it adds are paid from a
+        # budget of EXPLORE_SHARE of the time spent; the one with the least evidence goes first.
+        self._explore_budget += EXPLORE_SHARE * float(curve[best.k])
+        if k <= 0:
+            return None
+        choices: list[tuple[float, float, str]] = []
+        if self.draft is not None and best.source != "draft":
+            seconds = float(curve[k] + self._draft_seconds(history, k)[k])
+            choices.append((self.confidence.tried_all, seconds, "draft"))
+        if copy.tokens and best.source != "lookup":
+            choices.append((self.copies.tried_all, float(curve[min(k, len(copy.tokens))]), "lookup"))
+        if not choices:
+            return None
+        _, seconds, source = min(choices)
+        extra = seconds - float(curve[best.k])
+        if extra > self._explore_budget:
+            return None
+        self._explore_budget -= extra
+        if source == "lookup":
+            return Proposal(copy.tokens[:k], "lookup", None, copy.confidence[:k], copy.match[:k])
+        assert self.draft is not None
+        return self.draft.propose(history, k, params, rng, lambda i, top: k)
 
     def _continue_with_draft(
         self,
@@ -404,11 +457,11 @@ class AutoPlanner:
             + self.costs.draft_batch(self.draft.lag(history) + j)
             + self.costs.draft_s * (more - 1)
         )
-        if np.max(gain - self.rate * cost) <= 0:
+        if np.max(gain - self._rate * cost) <= 0:
             return copied
         kept = Proposal(copied.tokens[:j], "lookup", None, copied.confidence[:j], copied.match[:j])
         plan = DraftPlan(
-            curve, self.costs.draft_s, self.rate, self.confidence, pooled, rows=j, survival=survival
+            curve, self.costs.draft_s, self._rate, self.confidence, pooled, rows=j, survival=survival
         )
         drafted = self.draft.propose([*history, *kept.tokens], room, params, rng, plan)
         return _join(kept, drafted) if drafted.tokens else copied
@@ -430,7 +483,7 @@ class AutoPlanner:
         if not copy.tokens:
             return drafted
         gain = survival * np.cumsum(np.cumprod(self.copies.rates(copy.match)))
-        value = gain - self.rate * (curve[n + 1 : n + 1 + len(copy.tokens)] - curve[n])
+        value = gain - self._rate * (curve[n + 1 : n + 1 + len(copy.tokens)] - curve[n])
         j = int(np.argmax(value))
         if value[j] <= 0:
             return drafted
@@ -443,6 +496,8 @@ class AutoPlanner:
         self.costs.observe(n + 1, verify_s)
         self._tokens += RATE_WEIGHT * (n_accepted + 1 - self._tokens)
         self._seconds += RATE_WEIGHT * (propose_s + verify_s - self._seconds)
+        self.confidence.age()
+        self.copies.age()
         judged = range(min(n_accepted + 1, n))
         drafted = [i for i in judged if not proposal.match[i]]
         copied = [i for i in judged if proposal.match[i]]

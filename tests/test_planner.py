@@ -271,6 +271,41 @@ def test_a_draft_that_meets_an_earlier_span_goes_on_by_copying() -> None:
     assert len(proposal.tokens) > 6 and list(proposal.match[:4]) == [0, 0, 0, 3]
 
 
+def run(p: AutoPlanner, steps: int, kept: float, history: Sequence[int] = (5, 6, 7, 8)) -> list[Proposal]:
+    """Plan and observe ``steps`` steps; each guess is kept with probability ``kept``, and the
+    seconds charged are the curve's."""
+    rng = np.random.default_rng(2)
+    out = []
+    for _ in range(steps):
+        proposal = p.propose(list(history), 16, GREEDY, RNG)
+        n = 0
+        while n < len(proposal.tokens) and rng.random() < kept:
+            n += 1
+        drafting = len(proposal.tokens) * p.costs.draft_s if proposal.source == "draft" else 0.0  # type: ignore[operator]
+        p.observe(proposal, n, drafting, p.costs.verify(len(proposal.tokens) + 1))
+        out.append(proposal)
+    return out
+
+
+def test_a_draft_written_off_is_tried_within_a_bounded_cost() -> None:
+    p, _ = planner(CPU, FakeDraft([0.99] * 64))
+    steps = run(p, 2000, kept=0.0)  # on the CPU the draft never pays, and here it is never right
+    tried = [s for s in steps if s.tokens]
+    assert 1 <= len(tried) <= 40
+    extra = sum(CPU.verify(len(s.tokens) + 1) - CPU.verify(1) + len(s.tokens) * 0.6 * STEP for s in tried)
+    assert extra <= 0.012 * 2000 * CPU.verify(1)  # about 1 % of the time spent
+
+
+def test_auto_learns_that_a_draft_it_wrote_off_is_kept() -> None:
+    p, _ = planner(HEAVY, FakeDraft([0.9] * 64))
+    for _ in range(100):
+        p.confidence.observe([0.9], [False])  # what it believed: the draft is never right
+    assert run(p, 1, kept=0.95)[0].tokens == []
+    steps = run(p, 1500, kept=0.95)  # but now nearly every guess is kept: tries find out
+    assert sum(s.source == "draft" for s in steps[-100:]) > 90
+    assert np.mean([len(s.tokens) for s in steps[-100:]]) > 4
+
+
 def test_costs_follow_what_generation_observes() -> None:
     costs = CostModel({1: 0.03, 4: 0.09, 16: 0.25})
     for _ in range(100):
