@@ -23,6 +23,8 @@ MAX_DRAFT = 64
 RATE_WEIGHT = 0.05  # how fast the planner's rate follows each step (about the last 20 steps)
 EXPLORE_SHARE = 0.01  # of the time spent, what trying options the estimates rule out may add
 EXPLORE_K = 2  # guesses such a try makes
+NEW_TEXT_FADE = 0.25  # what a new generation keeps of the evidence on copies (other text, other copies)
+AMORTIZE_TOKENS = 32  # tokens over which the draft's catching up on a long stretch is charged
 
 
 @dataclass
@@ -333,8 +335,9 @@ class AutoPlanner:
 
     def begin(self) -> None:
         """A new generation: its first token comes from the target alone, so that time to first
-        token is the target's."""
+        token is the target's. How copies fared in the last text says little about this one."""
         self._first_step = True
+        self.copies.age(NEW_TEXT_FADE)
 
     def _pooled(self) -> float:
         # Optimistic: a draft not yet proven gets tried where the curve says it could pay.
@@ -345,11 +348,18 @@ class AutoPlanner:
         j = int(np.argmax(value))
         return Option(source, j, float(value[j]))
 
+    def _catch_up_s(self, lag: int) -> float:
+        # The draft decodes what it missed in one batch. After a step it drafted, that is two tokens
+        # (its last guess and the target's own); after copies or steps without it, more; at the
+        # start of a generation, the whole prompt. Beyond a step's usual two, the catching up serves
+        # every later step that drafts, so it is charged spread over AMORTIZE_TOKENS tokens.
+        usual = self.costs.draft_batch(min(lag, 2))
+        return usual + (self.costs.draft_batch(lag) - usual) / AMORTIZE_TOKENS if lag > 2 else usual
+
     def _draft_seconds(self, history: Sequence[int], k: int) -> np.ndarray:
-        # Drafting j = 0..k guesses: the first comes with catching up on what the draft missed
-        # (one batch), each further one is a draft step.
+        # Drafting j = 0..k guesses: the first comes with catching up, each further one is a draft step.
         assert self.draft is not None and self.costs.draft_s is not None
-        seconds = self.costs.draft_batch(self.draft.lag(history)) + self.costs.draft_s * np.arange(-1, k)
+        seconds = self._catch_up_s(self.draft.lag(history)) + self.costs.draft_s * np.arange(-1, k)
         seconds[0] = 0.0
         return seconds
 
@@ -374,7 +384,9 @@ class AutoPlanner:
             candidates.append(("draft", tokens, curve[: draft_k + 1] + self._draft_seconds(history, draft_k)))
         # The rate weighed against is what generation reaches, but never more than the best option
         # here promises: a rate no option can reach would make every guess look like a loss.
-        self._rate = min(self.rate, max(float(np.max(t / c)) for _, t, c in candidates))
+        # Nor less than the target alone reaches, which drafting nothing always does.
+        best_rate = max(float(np.max(t / c)) for _, t, c in candidates)
+        self._rate = min(max(self.rate, 1.0 / float(curve[0])), best_rate)
         options = [self._best(*candidate) for candidate in candidates]
         best = max(options, key=lambda o: o.value if o.k or o.source == "none" else -np.inf)
         explored = self._explore(history, best, copy, curve, min(draft_k, EXPLORE_K), params, rng)
@@ -405,24 +417,31 @@ class AutoPlanner:
         rng: np.random.Generator,
     ) -> Proposal | None:
         # An option the estimates rule out is still tried now and then, or auto would never learn
-        # that a draft it had written off is kept after all. The seconds it adds are paid from a
-        # budget of EXPLORE_SHARE of the time spent; the one with the least evidence goes first.
+        # that a draft it had written off is kept after all. What a try is expected to lose
+        # against the best option, in seconds at the step's rate and with the draft's catching up
+        # charged in full, is paid from a budget of EXPLORE_SHARE of the time spent; the option
+        # with the least recent evidence goes first.
         self._explore_budget += EXPLORE_SHARE * float(curve[best.k])
         if k <= 0:
             return None
-        choices: list[tuple[float, float, str]] = []
-        if self.draft is not None and best.source != "draft":
-            seconds = float(curve[k] + self._draft_seconds(history, k)[k])
-            choices.append((self.confidence.tried_all, seconds, "draft"))
+        choices: list[tuple[float, float, str]] = []  # (evidence, expected loss in seconds, source)
+        if self.draft is not None and self.costs.draft_s is not None and best.source != "draft":
+            catch_up = self.costs.draft_batch(self.draft.lag(history))
+            seconds = float(curve[k]) + catch_up + self.costs.draft_s * (k - 1)
+            tokens = expected_tokens(np.full(k, self._pooled()))[k]
+            choices.append((self.confidence.tried_all, best.value - tokens + self._rate * seconds, "draft"))
         if copy.tokens and best.source != "lookup":
-            choices.append((self.copies.tried_all, float(curve[min(k, len(copy.tokens))]), "lookup"))
+            k = min(k, len(copy.tokens))
+            tokens = expected_tokens(self.copies.rates(copy.match[:k]))[k]
+            loss = best.value - tokens + self._rate * float(curve[k])
+            choices.append((self.copies.tried_all, loss, "lookup"))
         if not choices:
             return None
-        _, seconds, source = min(choices)
-        extra = seconds - float(curve[best.k])
-        if extra > self._explore_budget:
+        _, loss, source = min(choices)
+        loss_s = max(loss, 0.0) / self._rate
+        if loss_s > self._explore_budget:
             return None
-        self._explore_budget -= extra
+        self._explore_budget -= loss_s
         if source == "lookup":
             return Proposal(copy.tokens[:k], "lookup", None, copy.confidence[:k], copy.match[:k])
         assert self.draft is not None
@@ -454,7 +473,7 @@ class AutoPlanner:
         cost = (
             curve[j + 1 : j + 1 + room]
             - curve[j]
-            + self.costs.draft_batch(self.draft.lag(history) + j)
+            + self._catch_up_s(self.draft.lag(history) + j)
             + self.costs.draft_s * (more - 1)
         )
         if np.max(gain - self._rate * cost) <= 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -29,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from edgespec.planner import AutoPlanner, CostModel
+from edgespec.planner import AutoPlanner, CostModel, FixedPlanner
 from edgespec.proposers import Plan, PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 
@@ -38,8 +39,11 @@ CURVES = {
     "q4": ({1: 1.0, 2: 1.74, 4: 2.9, 8: 6.7, 12: 8.3, 16: 7.8, 24: 13.5, 32: 13.3, 64: 23.6}, 0.6),
     "heavy": ({1: 1.0, 2: 1.31, 4: 1.54, 8: 2.23, 16: 3.34, 32: 6.0, 64: 11.6}, 0.2),
 }
-# The Q4 0.5B draft on the same CPU is compute-bound like the Q4 target: its batches cost like that.
-DRAFT_CURVE = CURVES["q4"][0]
+# The Q4 0.5B draft on the same CPU is compute-bound like the Q4 target: small batches cost like the
+# Q4 target's; long ones (catching up on a prompt) were measured at 128: 34, 256: 50 single steps.
+DRAFT_CURVE = {**CURVES["q4"][0], 128: 34.0, 256: 50.0}
+RNG = np.random.default_rng(0)
+PLANNER_TIME = [0.0, 0]  # seconds spent in propose and observe, steps
 
 
 def record(args: argparse.Namespace) -> None:
@@ -116,7 +120,8 @@ class TraceDraft:
         self.cached = list(history)
         tokens: list[int] = []
         confidence: list[float] = []
-        assert plan is not None
+        if plan is None:
+            plan = lambda i, top: k if top >= 0.75 else i  # noqa: E731 - --strategy draft's p_min rule
         while len(tokens) < k:
             token, top = self._at(len(history) + len(tokens))
             n = plan(len(tokens), top)
@@ -135,9 +140,10 @@ class TraceDraft:
 
 
 def replay_one(
-    trace: dict, costs: CostModel, planner: AutoPlanner, draft: TraceDraft | None
+    trace: dict, costs: CostModel, planner: AutoPlanner | FixedPlanner, draft: TraceDraft | None
 ) -> tuple[float, int, dict]:
     """Seconds (in single steps) the planner spends on the trace, the tokens, and steps by source."""
+    debug = bool(os.environ.get("TRACE_DEBUG"))
     prompt, out = trace["prompt"], trace["output"]
     history = list(prompt)
     planner.begin()
@@ -146,14 +152,24 @@ def replay_one(
     while t < len(out):
         max_k = min(len(out) - t - 1, 63)
         drafting = draft.seconds if draft is not None else 0.0
-        proposal = planner.propose(history, max_k, GREEDY, np.random.default_rng(0))
+        t0 = time.perf_counter()
+        proposal = planner.propose(history, max_k, GREEDY, RNG)
+        PLANNER_TIME[0] += time.perf_counter() - t0
         drafting = (draft.seconds if draft is not None else 0.0) - drafting
         n = 0
         while n < len(proposal.tokens) and proposal.tokens[n] == out[t + n]:
             n += 1
         step = costs.verify(len(proposal.tokens) + 1)
         seconds += step
+        if debug and isinstance(planner, AutoPlanner):
+            print(
+                f"    t={t} {proposal.source} k={len(proposal.tokens)} kept={n} rate={planner.rate:.2f} "
+                f"step_rate={planner._rate:.2f} pooled={planner._pooled():.2f} drafting={drafting:.2f}"
+            )
+        t0 = time.perf_counter()
         planner.observe(proposal, n, drafting, step)
+        PLANNER_TIME[0] += time.perf_counter() - t0
+        PLANNER_TIME[1] += 1
         sources[proposal.source] += 1
         history.extend(out[t : t + n + 1])
         t += n + 1
@@ -174,13 +190,19 @@ def replay(args: argparse.Namespace) -> None:
         draft = (
             None if args.no_draft else TraceDraft(len(trace["prompt"]), trace["guess"], trace["top"], costs)
         )
-        planner = AutoPlanner(costs, lookup, draft, max_draft=args.max_draft)  # type: ignore[arg-type]
-        if state is not None and args.carry:
+        planner: AutoPlanner | FixedPlanner
+        if args.policy == "auto":
+            planner = AutoPlanner(costs, lookup, draft, max_draft=args.max_draft)  # type: ignore[arg-type]
+        else:
+            kind, k = args.policy.split(":")
+            planner = FixedPlanner(draft if kind == "draft" else lookup, int(k))  # type: ignore[arg-type]
+        if state is not None and args.carry and isinstance(planner, AutoPlanner):
             planner.confidence, planner.copies = state
         t0 = time.perf_counter()
         seconds, n, sources = replay_one(trace, costs, planner, draft)
         t_planner += time.perf_counter() - t0
-        state = (planner.confidence, planner.copies)
+        if isinstance(planner, AutoPlanner):
+            state = (planner.confidence, planner.copies)
         cat = by_cat[trace["category"]]
         cat[0] += n
         cat[1] += seconds
@@ -188,7 +210,10 @@ def replay(args: argparse.Namespace) -> None:
     total_tokens = sum(c[0] for c in by_cat.values())
     for name, (n, seconds) in by_cat.items():
         print(f"{name:<22} {n / seconds:5.2f}x")
-    print(f"planner + replay Python time: {1e3 * t_planner / total_tokens:.3f} ms per token")
+    print(
+        f"replay {1e3 * t_planner / total_tokens:.3f} ms per token; planner (propose + observe, with the"
+        f" stand-in draft's bookkeeping): {1e3 * PLANNER_TIME[0] / PLANNER_TIME[1]:.3f} ms per step"
+    )
 
 
 def main() -> None:
@@ -208,6 +233,7 @@ def main() -> None:
     p.add_argument("--curve", choices=sorted(CURVES), default="q4")
     p.add_argument("--max-draft", type=int, default=16)
     p.add_argument("--no-draft", action="store_true")
+    p.add_argument("--policy", default="auto", help="auto, or a fixed one: draft:K (p_min 0.75) or lookup:K")
     p.add_argument("--carry", action="store_true", help="keep what the planner learned across prompts")
     args = parser.parse_args()
     record(args) if args.command == "record" else replay(args)

@@ -306,6 +306,25 @@ def test_auto_learns_that_a_draft_it_wrote_off_is_kept() -> None:
     assert np.mean([len(s.tokens) for s in steps[-100:]]) > 4
 
 
+def test_a_slow_recent_rate_does_not_make_auto_bolder() -> None:
+    # After a run of failed guesses generation ran slower than the target alone would; weighing
+    # options at that rate would make every long guess look cheap.
+    p, _ = planner(CPU, None)
+    p.draft = None
+    at_target_rate = p.propose(copy_history(), 63, GREEDY, RNG).tokens
+    p.rate = 0.3 / STEP
+    assert p.propose(copy_history(), 63, GREEDY, RNG).tokens == at_target_rate
+
+
+def test_a_new_generation_trusts_old_copies_less() -> None:
+    p, _ = planner(CPU, None)
+    prior = p.copies.rate(6)
+    teach(p.copies, 6, 1.0)
+    learned = p.copies.rate(6)
+    p.begin()
+    assert prior < p.copies.rate(6) < learned
+
+
 def test_costs_follow_what_generation_observes() -> None:
     costs = CostModel({1: 0.03, 4: 0.09, 16: 0.25})
     for _ in range(100):
