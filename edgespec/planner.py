@@ -4,8 +4,9 @@ On a compute-bound CPU the target verifies n tokens for nearly n single steps, s
 pays when it is cheap and likely kept; on a GPU verification is nearly flat in n and a draft model
 pays. :class:`CostModel` holds the measured costs of this device; :class:`Calibration` learns online
 how often a guess is kept given what its proposer knew (the draft's confidence, a copy's match
-length); :class:`AutoPlanner` picks, each step, the option with the highest expected tokens per
-second, drafting nothing when nothing pays, and decides each drafted guess as it comes.
+length); :class:`AutoPlanner` picks, each step, the option that adds tokens fastest against the
+rate generation already reaches (drafting nothing when nothing pays), and decides each drafted
+guess as it comes (:class:`DraftPlan`).
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ class Calibration:
 
     Scores fall into bins; each bin's counts start from a prior and decay with every guess the bin
     records, so that the estimate follows the text being written now, and a bin seldom used keeps
-    what it learned. Only guesses the target judged count:
-    those up to and including the first rejected one.
+    what it learned. Only guesses the target judged count: those up to and including the first
+    rejected one.
     """
 
     edges: list[float]
