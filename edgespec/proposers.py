@@ -74,7 +74,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 Plan = Callable[[int, float], int]
-"""Called after the draft has computed guess ``i`` with top probability ``c``; returns how many
+"""Called as ``plan(i, top)`` once the draft has guess ``i`` and its top probability; returns how many
 guesses the proposal should hold: ``i`` or less stops before guess ``i``, ``i + 1`` keeps it and
 stops, more keeps it and drafts on."""
 
