@@ -30,6 +30,16 @@ class InvalidParameterError(EdgespecError):
     """A generation parameter is outside its allowed range."""
 
 
+class MessageError(InvalidParameterError):
+    """A chat message OpenAI's API would refuse. ``param`` names the field (``messages[1].role``)
+    and ``code`` is OpenAI's error code for the problem."""
+
+    def __init__(self, param: str, problem: str, code: str = "invalid_value") -> None:
+        super().__init__(f"{param}: {problem}")
+        self.param = param
+        self.code = code
+
+
 class TemplateError(EdgespecError):
     """A chat template is missing or failed to render."""
 

@@ -10,7 +10,9 @@ seeds, and a ChatML chat template, so the files are identical on every run. The 
 - ``draft-noisy``: the target's weights plus noise (partly agreeing);
 - ``draft-unrelated``: weights from another seed (almost nothing accepted);
 - ``draft-othervocab``: another seed and one token's text changed (fails the compatibility check);
-- ``notemplate``: the target without a chat template.
+- ``notemplate``: the target without a chat template;
+- ``hostile-template``: the target with a chat template that tries to reach ``os`` through Python
+  internals (the sandbox must stop it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CHATML = (
     "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+HOSTILE = CHATML + "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}"
 
 
 def vocabulary(changed_id: int | None = None) -> tuple[list[bytes], list[float], list[int]]:
@@ -137,6 +140,7 @@ def make_all(out: Path) -> dict[str, Path]:
         "draft-unrelated": (weights(seed=2), {}),
         "draft-othervocab": (weights(seed=3), {"changed_id": 10}),
         "notemplate": (target, {"template": None}),
+        "hostile-template": (target, {"template": HOSTILE}),
     }
     paths = {}
     for name, (tensors, options) in specs.items():

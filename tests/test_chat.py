@@ -8,7 +8,7 @@ import pytest
 
 from edgespec import Pair
 from edgespec.chat import render
-from edgespec.errors import TemplateError
+from edgespec.errors import MessageError, TemplateError
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
@@ -23,16 +23,50 @@ def test_chatml_render() -> None:
     )
 
 
-def test_template_cannot_escape_the_sandbox() -> None:
-    evil = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
-    with pytest.raises(TemplateError):
-        render(evil, MESSAGES)
+ESCAPES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",  # the classic walk to every loaded class
+    "{{ ''.__class__ }}",  # even a lone probe, which the stock sandbox renders as nothing
+    "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}",  # a global's module, then os
+    "{{ raise_exception.__globals__['__builtins__'] }}",
+    "{{ ''|attr('__class__') }}",
+    "{{ messages['__class__'] }}",
+    "{{ '{0.__class__.__base__}'.format(messages) }}",  # str.format reaching through its argument
+    "{{ dict.mro() }}",
+    "{% for m in messages %}{{ m.__class__.__init__.__globals__ }}{% endfor %}",
+    "{% set ns = namespace(x=messages) %}{{ ns.x.append(1) }}",  # and no changing its inputs
+]
 
 
-def test_raise_exception_and_bad_messages_become_template_errors() -> None:
+@pytest.mark.parametrize("template", ESCAPES)
+def test_template_cannot_escape_the_sandbox(
+    template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TemplateError, match=r"^the sandbox stopped the chat template: access to attribute"):
+        render(template, MESSAGES)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_hostile_template_in_a_model_file(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    pair = Pair(tiny["hostile-template"], n_ctx=256, n_threads=1)
+    try:
+        with pytest.raises(TemplateError) as caught:
+            pair.generate(MESSAGES, max_tokens=2)
+        message = str(caught.value)
+        assert "'__init__'" in message and "Python internals" in message and "\n" not in message
+        assert not (tmp_path / "PWNED").exists()
+        assert pair.generate("raw text still works", max_tokens=2, temperature=0).token_ids
+    finally:
+        pair.close()
+
+
+def test_raise_exception_and_bad_messages() -> None:
     with pytest.raises(TemplateError, match="only user"):
         render("{{ raise_exception('only user') }}", MESSAGES)
-    with pytest.raises(TemplateError, match="message 0"):
+    with pytest.raises(MessageError, match=r"^messages\[0\]\.content: missing"):  # before any template runs
         render("{{ messages }}", [{"role": "user"}])
     with pytest.raises(TemplateError, match="does not parse"):
         render("{% for %}", MESSAGES)

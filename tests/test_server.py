@@ -398,7 +398,7 @@ CHAT = {"model": MODEL, "messages": HELLO, "max_tokens": 4}
         ({**CHAT, "temperature": "0.5"}, "temperature"),  # wrong types
         ({**CHAT, "max_tokens": 4.5}, "max_tokens"),
         ({**CHAT, "stream": "yes"}, "stream"),
-        ({**CHAT, "messages": [{"role": "user", "content": 3}]}, None),
+        ({**CHAT, "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
         ({**CHAT, "temperature": 2.5}, "temperature"),  # out of range
         ({**CHAT, "top_p": 1.5}, "top_p"),
         ({**CHAT, "min_p": -0.1}, "min_p"),
@@ -410,14 +410,53 @@ CHAT = {"model": MODEL, "messages": HELLO, "max_tokens": 4}
         ({**CHAT, "max_draft": 0}, "max_draft"),
         ({**CHAT, "stop": ["a"] * 17}, None),
         ({**CHAT, "model": "gpt-4o"}, "model"),  # unknown model
-        (
-            {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-            "messages.0.content",
-        ),
+        ({**CHAT, "messages": "Hello"}, "messages"),
     ],
 )
 def test_chat_client_mistakes_are_400(server: Running, body: Any, param: str | None) -> None:
     _assert_openai_error(_post(server, "/v1/chat/completions", body), 400, param)
+
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("messages", "param", "words"),
+    [
+        ([*HELLO, {"role": "bogus", "content": "hi"}], "messages[1].role", "'bogus'"),
+        ([{"role": "user"}], "messages[0].content", "missing"),
+        ([{"role": "user", "content": None}], "messages[0].content", "missing"),
+        ([*HELLO, {"role": "assistant", "content": None}], "messages[1].content", "tool_calls"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "Hi"}, IMAGE]}],
+            "messages[0].content[1].type",
+            "no vision",
+        ),
+        ([{"role": "user", "content": []}], "messages[0].content", "at least one"),
+        ([{"role": "tool", "content": "3"}], "messages[0].tool_call_id", "missing"),
+        ([], "messages", "at least one"),
+    ],
+)
+def test_messages_openai_refuses_are_400(
+    client: openai.OpenAI, messages: Any, param: str, words: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    error = caught.value
+    assert error.param == param and words in error.message, error.body
+    assert error.code in ("invalid_value", "missing_required_parameter", "unsupported_content", "empty_array")
+
+
+def test_messages_openai_takes_are_answered(client: openai.OpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "Add 1 and 2."},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},  # type: ignore[list-item]
+        {"role": "tool", "content": "3", "tool_call_id": "call_1"},
+    ]
+    reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    assert reply.choices[0].finish_reason in ("stop", "length")
 
 
 @pytest.mark.parametrize(

@@ -24,16 +24,12 @@ from starlette.background import BackgroundTask
 from edgespec import __version__
 from edgespec.errors import EdgespecError, InvalidParameterError
 from edgespec.generate import Generation, Pair, Prompt, Result
+from edgespec.messages import check_messages
 from edgespec.options import RULES, GenerationOptions
 from edgespec.server import errors
 from edgespec.server.errors import APIError
 from edgespec.server.responses import Reply
-from edgespec.server.schemas import (
-    ChatCompletionRequest,
-    ChatMessage,
-    CompletionRequest,
-    GenerationRequest,
-)
+from edgespec.server.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from edgespec.server.worker import Job, Message, QueueFullError, Started, Worker
 
 POLL_S = 0.2
@@ -199,7 +195,8 @@ def _routes(app: FastAPI, server: _Server) -> None:
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
         if body.max_completion_tokens is not None:
             body.max_tokens = body.max_completion_tokens
-        return await server.answer(request, body, chat_messages(body.messages))
+        # Checked here, so that a refused message never waits in the queue.
+        return await server.answer(request, body, check_messages(body.messages))
 
     @app.post("/v1/completions", summary="Continue a text", response_model=None)
     async def completions(request: Request, body: CompletionRequest) -> Response:
@@ -226,26 +223,6 @@ def request_options(
     if limit is not None and options.max_tokens > limit:
         options = options.replace(max_tokens=limit)
     return options
-
-
-def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """The conversation as the chat template takes it: string contents, text parts joined."""
-    out = []
-    for i, message in enumerate(messages):
-        content = message.content
-        if isinstance(content, list):
-            for part in content:
-                if part.type != "text" or part.text is None:
-                    raise APIError(
-                        400,
-                        f"message {i}: only text content is supported, got a {part.type!r} part",
-                        param=f"messages.{i}.content",
-                        code="unsupported_content",
-                    )
-            content = "".join(part.text or "" for part in content)
-        role = "system" if message.role == "developer" else message.role
-        out.append({"role": role, "content": content or ""})
-    return out
 
 
 def completion_prompt(prompt: str | list[str] | list[int] | list[list[int]], n_vocab: int) -> str | list[int]:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from edgespec.errors import ContextOverflowError, EdgespecError, LlamaError, ModelFileError
+from edgespec.errors import ContextOverflowError, EdgespecError, LlamaError, MessageError, ModelFileError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ def from_edgespec(exc: EdgespecError) -> APIError:
     """The API error for an edgespec failure: the request's fault (400) unless llama.cpp failed."""
     if isinstance(exc, (LlamaError, ModelFileError)):
         return APIError(500, str(exc), type="server_error", code="llama_error")
+    if isinstance(exc, MessageError):
+        return APIError(400, str(exc), param=exc.param, code=exc.code)
     code = "context_length_exceeded" if isinstance(exc, ContextOverflowError) else "invalid_value"
     return APIError(400, str(exc), code=code)
 

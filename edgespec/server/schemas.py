@@ -7,10 +7,11 @@ clients send that edgespec does not use (``presence_penalty``, ``user``, ...) ar
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from edgespec.messages import JSON_SCHEMA
 from edgespec.options import DRAFT_LIMIT, STRATEGIES
 
 Strategy = Literal["auto", "draft", "lookup", "none"]
@@ -71,29 +72,13 @@ class GenerationRequest(BaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-class TextPart(BaseModel):
-    """One part of a message whose content is a list (only text parts are supported)."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    """One message of the conversation."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-    role: str
-    content: str | list[TextPart] | None = None
-    name: str | None = None
-
-
 class ChatCompletionRequest(GenerationRequest):
     """POST /v1/chat/completions."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    # Checked by edgespec.messages, the rule the Python API follows too; the schema documents it.
+    messages: Annotated[list[Any], WithJsonSchema({"type": "array", "items": JSON_SCHEMA, "minItems": 1})] = (
+        Field(description="The conversation: OpenAI's roles, text content (no images).")
+    )
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = Field(
         None, description="The newer name of max_tokens; wins when both are given."
     )
