@@ -150,7 +150,8 @@ class _Server:
         """Run a generation and answer with it, whole or streamed."""
         self.check_model(body.model)
         start = _starter(prompt, self.options(body))
-        job = Job(start, asyncio.get_running_loop(), stream=bool(body.stream))
+        reply = Reply(self.config.model_id, chat=isinstance(body, ChatCompletionRequest))
+        job = Job(start, asyncio.get_running_loop(), stream=bool(body.stream), id=reply.id)
         try:
             self.worker.submit(job)
         except QueueFullError:
@@ -161,7 +162,6 @@ class _Server:
                 code="queue_full",
                 headers={"Retry-After": str(self.config.retry_after_s)},
             ) from None
-        reply = Reply(self.config.model_id, chat=isinstance(body, ChatCompletionRequest))
         try:
             _raise_failure(await _receive(request, job))  # prefilled, or refused
             if body.stream:

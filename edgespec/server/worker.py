@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from edgespec.generate import Generation, Pair, Result
+from edgespec.generate import Generation, Pair, Result, Stats
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,16 @@ class Job:
     loop: asyncio.AbstractEventLoop
     stream: bool = True
     """Whether to send the text piece by piece (else only the Result, which holds it all)."""
+    id: str = ""
+    """The answer's id (``chatcmpl-...``), for the log."""
     inbox: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    stats: Stats | None = None
+    """The running generation's statistics, once it has started."""
+    steps_at_cancel: int = 0
+    """Verification steps done when the job was cancelled: the log says how many ran after."""
+    cancelled_at: float = 0.0
+    """When it was cancelled (``time.time()``), for comparing with a client's own clock."""
 
     def send(self, message: Message) -> None:
         """Deliver a message to the request's event loop (from the worker thread)."""
@@ -57,6 +66,9 @@ class Job:
 
     def cancel(self) -> None:
         """Stop the generation at the next token, or never start it."""
+        if not self.cancelled.is_set():
+            self.steps_at_cancel = self.stats.steps if self.stats else 0
+            self.cancelled_at = time.time()
         self.cancelled.set()
 
 
@@ -152,13 +164,23 @@ class Worker:
     def _serve(self, job: Job) -> None:
         try:
             gen = job.start(self.pair)
+            job.stats = stats = gen.stats
             job.send(Started())
             events = iter(gen)
             if _drain(events, job):
                 job.send(gen.result)
                 self.n_served += 1
+                logger.info("%s: done, %d tokens in %d steps", job.id, stats.n_tokens, stats.steps)
             else:
                 self.n_cancelled += 1
+                logger.info(
+                    "%s: cancelled after %d tokens in %d steps, %d of them after the cancel (at %.3f)",
+                    job.id,
+                    stats.n_tokens,
+                    stats.steps,
+                    stats.steps - job.steps_at_cancel,
+                    job.cancelled_at,
+                )
         except Exception as exc:  # handed to the request, which answers with it
             job.send(exc)
 
