@@ -131,7 +131,7 @@ def plan(n: int, seed: int, ctx_size: int) -> list[Request]:
         prompt = {"overlong": "lorem ipsum " * ctx_size, "drop": PROMPTS[0]}.get(kind) or rng.choice(PROMPTS)
         body: dict[str, Any] = {
             "model": MODEL,
-            "max_tokens": 64 if kind == "drop" else rng.randint(4, 12),
+            "max_tokens": 64 if kind == "drop" else rng.randint(4, 8),
             "temperature": rng.choice([0.0, 0.7]),
             "seed": i,
             "strategy": rng.choice(["auto", "auto", "draft", "lookup", "none"]),
@@ -254,8 +254,11 @@ class Server:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert process.stdout is not None and process.stderr is not None
         server = cls(process, "")
-        threading.Thread(target=lambda: server.log.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
         line = process.stdout.readline()
+        # Both pipes are read to the end (uvicorn's access log goes to stdout): a full pipe would
+        # block the server's writes, and with them its event loop.
+        for pipe in (process.stdout, process.stderr):
+            threading.Thread(target=_collect, args=(pipe, server.log), daemon=True).start()
         if " at http://127.0.0.1:" not in line:
             process.wait(30)
             raise SystemExit(f"the server did not start: {line}{''.join(server.log[-20:])}")
@@ -265,6 +268,11 @@ class Server:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(60)
+
+
+def _collect(pipe: Any, log: list[str]) -> None:
+    for line in pipe:
+        log.append(line)
 
 
 LOG_DONE = re.compile(r"edgespec\.server\.worker: (\S+): done, (\d+) tokens in (\d+) steps")

@@ -109,10 +109,10 @@ def test_accepted_messages_come_out_as_templates_take_them() -> None:
 def test_the_python_api_refuses_what_openai_refuses(tiny_pair: Pair) -> None:
     for bad in ([{"role": "bogus", "content": "hi"}], [{"role": "user"}], [USER, {"role": "assistant"}]):
         with pytest.raises(InvalidParameterError, match=r"^messages\[\d\]\.(role|content): "):
-            tiny_pair.generate(bad, max_tokens=2)
+            tiny_pair.generate(bad, max_tokens=2, strategy="none")
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]
     with pytest.raises(InvalidParameterError, match="no vision"):
-        tiny_pair.stream(image)
+        tiny_pair.stream(image, strategy="none")
     with pytest.raises(InvalidParameterError, match="at least one message"):
         tiny_pair.render_prompt([])
 

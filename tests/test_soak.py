@@ -9,6 +9,7 @@ stream's generation stopped within one step of the server noticing.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def test_short_soak(real_paths: dict[str, Path]) -> None:
     spec = importlib.util.spec_from_file_location("soak_server", ROOT / "scripts" / "soak_server.py")
     assert spec and spec.loader
     soak = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = soak  # its dataclasses look themselves up there
     spec.loader.exec_module(soak)
 
     report = soak.soak(real_paths["target"], real_paths["draft"], n=40, clients=8)
