@@ -295,6 +295,7 @@ class Report:
     health: dict[str, Any]
     log: list[str]
     seconds: float
+    planned: int
     failures: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
@@ -315,8 +316,9 @@ class Report:
         outs, refused = self.outcomes, self.refusals
         by_status = Counter(str(o.status) for o in outs + refused)
         kinds = Counter(o.request.kind for o in outs)
+        cut = f" (of {self.planned} planned: the time budget ran out)" if len(outs) < self.planned else ""
         self.lines.append(
-            f"{len(outs)} requests in {self.seconds:.0f} s: "
+            f"{len(outs)} requests{cut} in {self.seconds:.0f} s: "
             + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
         )
         self.lines.append(
@@ -411,8 +413,13 @@ def soak(
     ctx_size: int = 512,
     queue_size: int = 6,
     threads: int | None = None,
+    max_seconds: float | None = None,
 ) -> Report:
-    """Run the soak and return its report (``report.failures`` empty when every check passed)."""
+    """Run the soak and return its report (``report.failures`` empty when every check passed).
+
+    With ``max_seconds``, no new request is sent after that long (a loaded machine): the report
+    covers those sent, a seeded prefix of the plan with the same mix.
+    """
     if n < 20:
         raise ValueError(
             f"the soak compares memory after 20 requests with the end: give at least 20, got {n}"
@@ -429,7 +436,7 @@ def soak(
         with httpx.Client(base_url=server.url, timeout=httpx.Timeout(600, connect=30)) as client:
             while True:
                 with lock:
-                    if not requests:
+                    if not requests or (max_seconds and time.monotonic() - t0 > max_seconds):
                         return
                     request = requests.pop(0)
                 outcome = send(client, request)
@@ -464,7 +471,7 @@ def soak(
         rss_after = memory(server.process.pid)
     finally:
         server.stop()
-    return Report(outcomes, refusals, rss_after_20, rss_after, health, server.log, seconds)
+    return Report(outcomes, refusals, rss_after_20, rss_after, health, server.log, seconds, n)
 
 
 def main() -> int:
@@ -475,6 +482,7 @@ def main() -> int:
     parser.add_argument("--ctx-size", type=int, default=512)
     parser.add_argument("--queue-size", type=int, default=6, help="below clients - 1, so that 503s happen")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-seconds", type=float, help="send no new request after this long")
     parser.add_argument("--target", type=Path, help="default: the default pair, from its PyPI mirror")
     parser.add_argument("--draft", type=Path)
     args = parser.parse_args()
@@ -495,10 +503,12 @@ def main() -> int:
         args.ctx_size,
         args.queue_size,
         args.threads,
+        args.max_seconds,
     )
     print(
         f"edgespec serve soak: {args.target.name} + {args.draft.name}, ctx {args.ctx_size}, "
-        f"{args.clients} clients, queue {args.queue_size}, {os.cpu_count()} CPUs"
+        f"{args.clients} clients, queue {args.queue_size}, threads {args.threads or 'all'}, "
+        f"{os.cpu_count()} CPUs"
     )
     for line in report.lines:
         print("  " + line)
