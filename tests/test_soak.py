@@ -25,7 +25,8 @@ def test_short_soak(real_paths: dict[str, Path]) -> None:
     sys.modules[spec.name] = soak  # its dataclasses look themselves up there
     spec.loader.exec_module(soak)
 
-    report = soak.soak(real_paths["target"], real_paths["draft"], n=40, clients=8)
+    # One thread: properties, not speed, are checked, and it holds up best on a shared machine.
+    report = soak.soak(real_paths["target"], real_paths["draft"], n=40, clients=8, threads=1)
     assert not report.failures, "\n".join(report.failures + report.lines)
     kinds = {o.request.kind for o in report.outcomes}
     assert kinds == {"plain", "stream", "drop", "malformed", "overlong"}
