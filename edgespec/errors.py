@@ -26,6 +26,10 @@ class LlamaError(EdgespecError):
     """llama.cpp reported a failure (decode, cache removal, context creation)."""
 
 
+class NotExactError(EdgespecError):
+    """Batched verification cannot compute the same bits as single steps here (exact mode)."""
+
+
 class InvalidParameterError(EdgespecError):
     """A generation parameter is outside its allowed range."""
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -16,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from edgespec import chat
+from edgespec import chat, exactness
 from edgespec.compat import check_compatible
 from edgespec.engine import Engine, Planner, Step
 from edgespec.errors import InvalidParameterError, TemplateError
-from edgespec.llama import Context, Model
-from edgespec.measure import device_costs
+from edgespec.llama import Context, Model, set_tiled_matmul
+from edgespec.measure import device_costs, exact_cap
 from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
 from edgespec.planner import MAX_DRAFT, AutoPlanner, CostModel, FixedPlanner
 from edgespec.proposers import DraftModel, PromptLookup
@@ -29,6 +30,8 @@ from edgespec.sampling import SamplingParams
 from edgespec.textstream import TextStream
 
 __all__ = ["STRATEGIES", "Generation", "GenerationOptions", "Pair", "Prompt", "Result", "Stats", "TokenEvent"]
+
+logger = logging.getLogger(__name__)
 
 Prompt = str | Sequence[chat.Message]
 """A raw text prompt, or chat messages rendered with the target's chat template."""
@@ -178,6 +181,13 @@ class Pair:
         max_draft: the most tokens the ``draft`` and ``lookup`` strategies guess per step, unless
             a generation's options say otherwise.
         p_min: the draft model stops guessing when its top probability falls below this.
+        exact: make greedy output bit-identical to the target alone (``strategy="none"`` of a
+            pair loaded the same way). By default greedy output follows the target's argmax at
+            every verified position, but a batched verification rounds differently from a single
+            step, so after a near-tie it can part from a run without speculation. Exact mode loads
+            the target with kernels that do not depend on the batch size (see
+            :mod:`edgespec.exactness`) and caps each verification at the largest batch found
+            bit-identical on this device (:attr:`batch_cap`), at some cost in speed.
 
     A context manager: ``with Pair(...) as pair:`` frees the models on leaving.
     """
@@ -193,6 +203,7 @@ class Pair:
         n_gpu_layers: int = 0,
         max_draft: int = 16,
         p_min: float = 0.75,
+        exact: bool = False,
     ) -> None:
         if n_ctx is not None and n_ctx < 8:
             raise InvalidParameterError(f"the context size must be at least 8 tokens, got {n_ctx}")
@@ -203,15 +214,26 @@ class Pair:
             raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
         threads = n_threads or _available_cpus()
         self.n_gpu_layers = n_gpu_layers
-        self.target = Model(target, n_gpu_layers=n_gpu_layers)
+        self.exact = exact
+        if exact and not set_tiled_matmul(False):
+            logger.warning(
+                "exact mode: ggml's tiled matmul was already on in this process; batches are capped lower"
+            )
+        self.target = Model(target, n_gpu_layers=n_gpu_layers, **(exactness.MODEL_OPTIONS if exact else {}))
         self.draft: Model | None = None
         if draft is not None:
             self.draft = Model(draft, n_gpu_layers=n_gpu_layers)
             check_compatible(self.target, self.draft)
         n_ctx = n_ctx or min(4096, self.target.n_ctx_train)
         batch = min(n_batch, n_ctx)
-        self.target_ctx = Context(self.target, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
+        context = exactness.make_context if exact else Context
+        self.target_ctx = context(self.target, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
         self.engine = Engine(self.target_ctx)
+        self.batch_cap: int | None = None
+        """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
+        if exact:
+            self.batch_cap = exact_cap(self.target_ctx, n_gpu_layers, min(MAX_DRAFT, batch))
+            exactness.warn_if_no_speculation(self.batch_cap, self.target_ctx)
         self.lookup = PromptLookup()
         self.draft_model: DraftModel | None = None
         if self.draft is not None:
@@ -318,8 +340,10 @@ class Pair:
         t0 = time.perf_counter()
         stats.prompt_prefilled = self.engine.start(tokens)
         stats.prompt_seconds = time.perf_counter() - t0
-        max_draft = opts.max_draft or DRAFT_LIMIT
-        gen._events = self._events(gen, planner, params, opts.max_tokens, set(stop_token_ids), max_draft)
+        limit = opts.max_draft or DRAFT_LIMIT
+        if self.batch_cap is not None:
+            limit = min(limit, self.batch_cap - 1)  # exact mode: no batch beyond the bit-identical ones
+        gen._events = self._events(gen, planner, params, opts.max_tokens, set(stop_token_ids), limit)
         return gen
 
     def _events(

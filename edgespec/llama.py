@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,30 @@ def system_info() -> str:
     return str(C.llama_print_system_info().decode("utf-8", "replace")).strip()
 
 
+# ggml reads GGML_CPU_TILED_MM once per process, at the first decode: fixed here with the first context.
+_tiled_matmul: bool | None = None
+
+
+def tiled_matmul() -> bool:
+    """Whether ggml-cpu's tiled K-quant matmul is on in this process (from 8 rows a batch on).
+
+    It computes batches with other roundings than single steps. Until the first context is made
+    this is the value that context will fix; from then on it cannot change in this process."""
+    if _tiled_matmul is not None:
+        return _tiled_matmul
+    value = os.environ.get("GGML_CPU_TILED_MM")
+    number = re.match(r"\s*([+-]?\d+)", value or "")
+    return value is None or (number is not None and int(number[1]) != 0)  # ggml: unset, or atoi != 0
+
+
+def set_tiled_matmul(on: bool) -> bool:
+    """Turn ggml-cpu's tiled matmul on or off for this process; only possible before the first
+    context is made. Returns whether it is now as asked."""
+    if _tiled_matmul is None:
+        os.environ["GGML_CPU_TILED_MM"] = "1" if on else "0"
+    return tiled_matmul() == on
+
+
 def supports_gpu_offload() -> bool:
     """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...)."""
     _init_backend()
@@ -68,12 +94,15 @@ def supports_gpu_offload() -> bool:
 class Model:
     """A loaded GGUF model: weights and vocabulary. Contexts (KV caches) are made from it."""
 
-    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0) -> None:
+    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, repack: bool = True) -> None:
+        """``repack`` lets llama.cpp repack weights into its faster CPU layouts ("extra buffer
+        types"); their kernels change with the batch size, so exact mode turns it off."""
         self._ptr: Any = None
         self.path = check_gguf(path)
         _init_backend()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = repack
         ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
         if not ptr:
             raise ModelFileError(f"llama.cpp could not load {self.path} (run with -v for its log)")
@@ -86,6 +115,7 @@ class Model:
         self.add_bos: bool = bool(C.llama_vocab_get_add_bos(self._vocab))
         self.add_eos: bool = bool(C.llama_vocab_get_add_eos(self._vocab))
         self.n_ctx_train: int = C.llama_model_n_ctx_train(ptr)
+        self.repack = repack
         # llama_vocab_is_eog is a C call per token; the engine checks every emitted token.
         self._eog_cache: dict[int, bool] = {}
 
@@ -155,11 +185,16 @@ _DECODE_ERRORS = {
 }
 
 
+KV_TYPES = {"f16": C.GGML_TYPE_F16, "q8_0": C.GGML_TYPE_Q8_0}
+"""KV cache element types a context may be made with, by name."""
+
+
 class Context:
     """A KV cache and compute state for one sequence of one model.
 
     Positions are the caller's business: :meth:`decode` writes tokens at ``pos, pos+1, ...``
-    and :meth:`truncate` drops everything from a position on.
+    and :meth:`truncate` drops everything from a position on. ``flash_attn`` None lets
+    llama.cpp decide; ``kv_type`` names the KV cache's element type (a key of :data:`KV_TYPES`).
     """
 
     def __init__(
@@ -170,10 +205,20 @@ class Context:
         n_batch: int = 512,
         n_threads: int,
         n_threads_batch: int | None = None,
+        flash_attn: bool | None = None,
+        kv_type: str = "f16",
     ) -> None:
+        global _tiled_matmul
         self._ptr: Any = None
         self.model = model
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"unknown KV cache type {kv_type!r}; choose one of {', '.join(KV_TYPES)}")
         params = C.llama_context_default_params()
+        if flash_attn is not None:
+            params.flash_attn_type = (
+                C.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        params.type_k = params.type_v = KV_TYPES[kv_type]
         params.n_ctx = n_ctx
         params.n_batch = n_batch
         params.n_ubatch = n_batch
@@ -181,6 +226,8 @@ class Context:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch or n_threads
         params.no_perf = True
+        if _tiled_matmul is None:
+            _tiled_matmul = tiled_matmul()
         ptr = C.llama_init_from_model(model._ptr, params)
         if not ptr:
             raise LlamaError(f"llama.cpp could not create a context of {n_ctx} tokens (out of memory?)")
@@ -188,6 +235,8 @@ class Context:
         self.n_ctx: int = C.llama_n_ctx(ptr)
         self.n_batch = n_batch
         self.n_threads = n_threads
+        self.flash_attn = flash_attn
+        self.kv_type = kv_type
         self.n_vocab = model.n_vocab
         self._mem = C.llama_get_memory(ptr)
         self._batch = C.llama_batch_init(n_batch, 0, 1)

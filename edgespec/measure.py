@@ -1,8 +1,9 @@
 """Measure what verification and drafting cost on this device, and cache the result.
 
 A few seconds at load: the target decodes batches of n tokens (n up to 64) on a short context and
-the cache is rewound after each; the draft decodes single tokens. Results are kept per model file,
-backend, threads and batch settings, and measured again when older than a week.
+the cache is rewound after each; the draft decodes single tokens. Exact mode's batch cap (see
+:mod:`edgespec.exactness`) is cached alongside. Results are kept per model file, backend, threads,
+batch and kernel settings, and measured again when older than a week.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import hashlib
 import logging
 import time
 
-from edgespec.llama import Context, system_info
+from edgespec import exactness
+from edgespec.llama import Context, system_info, tiled_matmul
 from edgespec.paths import cache_dir, read_json, write_json
 from edgespec.planner import CostModel
 
@@ -33,6 +35,10 @@ def _key(ctx: Context, n_gpu_layers: int) -> str:
         f"threads={ctx.n_threads}",
         f"batch={ctx.n_batch}",
         f"gpu_layers={n_gpu_layers}",
+        f"repack={ctx.model.repack}",
+        f"flash_attn={ctx.flash_attn}",
+        f"kv={ctx.kv_type}",
+        f"tiled={tiled_matmul()}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
@@ -94,3 +100,27 @@ def device_costs(
     except OSError as exc:  # a read-only cache only costs a re-measure next time
         logger.warning("could not cache device costs in %s: %s", path, exc)
     return CostModel(verify, draft_batch.get(1), draft_batch)
+
+
+def exact_cap(ctx: Context, n_gpu_layers: int = 0, max_n: int = 64, refresh: bool = False) -> int:
+    """The largest verification batch bit-identical to single steps on this device, from the cache
+    when fresh (checked for batches up to ``max_n``; a cap found below it holds for any larger)."""
+    path = cache_dir() / "costs.json"
+    entries = read_json(path)
+    key = _key(ctx, n_gpu_layers) + ":exact"
+    entry = entries.get(key)
+    if (
+        not refresh
+        and entry
+        and time.time() - entry["at"] < MAX_AGE_S
+        and (entry["cap"] < entry["checked"] or entry["checked"] >= max_n)
+    ):
+        return min(int(entry["cap"]), max_n)
+    logger.info("checking that batched verification is bit-identical on this device (once, cached)")
+    cap = exactness.batch_cap(ctx, max_n)
+    entries[key] = {"at": time.time(), "model": ctx.model.path.name, "cap": cap, "checked": max_n}
+    try:
+        write_json(path, entries)
+    except OSError as exc:  # a read-only cache only costs a re-check next time
+        logger.warning("could not cache the exact-mode check in %s: %s", path, exc)
+    return cap
