@@ -2,4 +2,5 @@
 
 from edgespec.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned worker process (doctor's exact check) imports this
+    main()

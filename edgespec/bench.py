@@ -95,6 +95,12 @@ class BenchReport:
 
     runs: list[Run] = field(default_factory=list)
     summaries: list[Summary] = field(default_factory=list)
+    exact: bool = False
+    """Whether the pair was loaded in exact mode (greedy output promised bit-identical)."""
+    n_compared: int = 0
+    """Greedy outputs compared with the target alone's (every run of a strategy other than none)."""
+    n_identical: int = 0
+    """Of those, how many were token for token identical."""
     mismatches: list[Mismatch] = field(default_factory=list)
     cost_curve: dict[int, float] = field(default_factory=dict)
     """Verification cost by batch size, in single-step units."""
@@ -124,7 +130,7 @@ def run_bench(
     if "none" not in strategies:
         strategies = ["none", *strategies]
     costs = pair.costs()
-    report = BenchReport(cost_curve=costs.relative())
+    report = BenchReport(cost_curve=costs.relative(), exact=pair.exact)
     if costs.draft_s is not None:
         report.draft_cost = round(costs.draft_s / costs.verify(1), 3)
     order = list(strategies)
@@ -156,6 +162,8 @@ def run_bench(
                     progress(run)
             order = order[1:] + order[:1]  # rotate: each strategy takes every slot in turn
     report.mismatches = _mismatches(pair, {p.id: p for p in prompts}, report.runs)
+    report.n_compared = sum(r.strategy != "none" for r in report.runs)
+    report.n_identical = report.n_compared - len(report.mismatches)
     report.summaries = summarise(report.runs)
     return report
 

@@ -187,7 +187,8 @@ class Pair:
             step, so after a near-tie it can part from a run without speculation. Exact mode loads
             the target with kernels that do not depend on the batch size (see
             :mod:`edgespec.exactness`) and caps each verification at the largest batch found
-            bit-identical on this device (:attr:`batch_cap`), at some cost in speed.
+            bit-identical on this device (:attr:`batch_cap`, checked up to ``max_draft + 1``, for
+            every strategy, ``auto`` included), at some cost in speed.
 
     A context manager: ``with Pair(...) as pair:`` frees the models on leaving.
     """
@@ -232,7 +233,8 @@ class Pair:
         self.batch_cap: int | None = None
         """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
         if exact:
-            self.batch_cap = exact_cap(self.target_ctx, n_gpu_layers, min(MAX_DRAFT, batch))
+            # Checked up to the longest verification this pair's options allow (--draft-max + 1).
+            self.batch_cap = exact_cap(self.target_ctx, n_gpu_layers, min(max_draft + 1, batch))
             exactness.warn_if_no_speculation(self.batch_cap, self.target_ctx)
         self.lookup = PromptLookup()
         self.draft_model: DraftModel | None = None

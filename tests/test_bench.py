@@ -61,6 +61,7 @@ def test_run_bench_alternates_and_checks_outputs(tiny: dict[str, Path]) -> None:
         "none",
     ]
     assert report.mismatches == []
+    assert (report.exact, report.n_compared, report.n_identical) == (False, 6, 6)
     summary = {(s.category, s.strategy): s for s in report.summaries}
     assert summary[("chat", "none")].speedup == 1.0
     assert summary[("all", "draft")].acceptance > 0

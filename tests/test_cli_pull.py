@@ -181,6 +181,9 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
     assert "lookup can reach up to" in report["forecast"] or "lookup cannot pay" in report["forecast"]
     assert report["model_bytes"] == tiny["target"].stat().st_size + tiny["draft-noisy"].stat().st_size
     assert report["weight_buffers_mib"]  # where llama.cpp put the weights, from its own log
+    # The tiny models' float32 weights take llamafile's sgemm from 2 rows on: exact, but no speculation.
+    assert report["exact"]["holds"] is True and report["exact"]["batch_cap"] == 1
+    assert report["exact"]["step_s"] > 0
 
     text = edgespec(
         "doctor", "--target", str(tiny["target"]), "--draft", str(tiny["draft-othervocab"]), env=env
@@ -189,6 +192,7 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
     assert "draft compatible: NO: token 10 differs" in text.stdout
     assert "GPU offload: " in text.stdout and "weights: on the " in text.stdout
     assert "forecast: the draft cannot be used with this target; lookup can" in text.stdout
+    assert "exact mode (--exact): output bit-identical, but no batch decodes like single" in text.stdout
 
 
 def test_doctor_without_the_models_says_how_to_get_them(env: dict[str, str]) -> None:

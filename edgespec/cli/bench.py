@@ -120,19 +120,25 @@ def _print_table(report: BenchReport) -> None:
     console.print(f"verification cost (single steps) by batch size: {curve}", highlight=False)
     if report.draft_cost is not None:
         console.print(f"draft model cost per token: {report.draft_cost:g} of a target step", highlight=False)
-    if report.mismatches:
-        for m in report.mismatches:
-            console.print(
-                f"greedy output differs: {m.prompt_id} under {m.strategy} from token "
-                f"{m.first_difference}, where the target's top two logits are {m.top_two_gap:g} apart"
-            )
+    mode = "exact mode" if report.exact else "default mode"
+    console.print(
+        f"greedy outputs identical to the target alone ({mode}): {report.n_identical} of {report.n_compared}",
+        highlight=False,
+    )
+    for m in report.mismatches:
         console.print(
-            "(verification writes KV entries computed in batches, whose last bits differ from "
-            "single steps; greedy outputs may part where the top two logits are close)",
+            f"  differs: {m.prompt_id} under {m.strategy} from token {m.first_difference}, "
+            f"where the target's top two logits are {m.top_two_gap:g} apart",
             highlight=False,
         )
-    else:
-        console.print("greedy outputs: identical to the target alone under every strategy")
+    if report.mismatches and report.exact:
+        console.print("exact mode promises identical output: please report this as a bug", highlight=False)
+    elif report.mismatches:
+        console.print(
+            "(batched verification rounds differently from single steps, so greedy outputs may part "
+            "where the top two logits are close; --exact makes them identical)",
+            highlight=False,
+        )
 
 
 def _plot(report: BenchReport, path: Path) -> None:

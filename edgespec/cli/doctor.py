@@ -1,14 +1,15 @@
 """``edgespec doctor``: what this device and this pair can do, and why.
 
 llama.cpp's build (backends, CPU features, GPU offload), threads, memory against the pair's size,
-the draft's compatibility with the target, and the planner's measured costs with a forecast of the
-best speed-up each proposer can reach here.
+the draft's compatibility with the target, the planner's measured costs with a forecast of the
+best speed-up each proposer can reach here, and whether exact mode (``--exact``) holds here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import re
@@ -181,6 +182,28 @@ def _compat(target: Path, draft: Path, n_gpu_layers: int) -> str | None:
         t.close()
 
 
+def exact_report(target: Path, threads: int | None, n_gpu_layers: int) -> dict[str, Any]:
+    """Exact mode on this device: its verification batch cap and one target step's cost.
+
+    Runs in a fresh process (see :func:`diagnose`): ggml fixes its tiled-matmul setting at a
+    process's first decode, and exact mode needs it off."""
+    from edgespec.generate import Pair
+
+    try:
+        pair = Pair(target, None, n_threads=threads, n_gpu_layers=n_gpu_layers, exact=True)
+    except EdgespecError as exc:
+        return {"holds": False, "problem": str(exc)}
+    try:
+        return {
+            "holds": True,
+            "batch_cap": pair.batch_cap,
+            "checked_up_to": pair.max_draft + 1,
+            "step_s": pair.costs().verify(1),
+        }
+    finally:
+        pair.close()
+
+
 def diagnose(
     target: str | None, draft: str | None, pair: str | None, threads: int | None, n_gpu_layers: int
 ) -> dict[str, Any]:
@@ -233,6 +256,11 @@ def diagnose(
     except EdgespecError as exc:
         report["problem"] = str(exc)
         return report
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        exact = pool.apply(exact_report, (target_path, threads, n_gpu_layers))
+    if "step_s" in exact:
+        exact["cost"] = round(exact["step_s"] / costs.verify(1) - 1, 3)
+    report["exact"] = exact
     report.update(
         step_s=costs.verify(1),
         draft_s=costs.draft_s,
@@ -296,6 +324,19 @@ def _print(r: dict[str, Any]) -> None:
     curve = "  ".join(f"{n}: {u:g}" for n, u in r["verify_units"].items())
     click.echo(f"verifying n tokens costs (in single steps): {curve}")
     click.echo(f"forecast: {r['forecast']}")
+    click.echo(f"exact mode (--exact): {_exact_line(r['exact'])}")
+
+
+def _exact_line(e: dict[str, Any]) -> str:
+    if not e["holds"]:
+        return f"does NOT hold here: {e['problem']}"
+    cost = f"one target step {e['step_s'] * 1000:.1f} ms ({e['cost']:+.0%} against the default mode)"
+    if e["batch_cap"] < 2:
+        return f"output bit-identical, but no batch decodes like single steps here: no speculation; {cost}"
+    return (
+        f"holds; verification batches of up to {e['batch_cap']} tokens decode bit-identically to "
+        f"single steps (checked up to {e['checked_up_to']}); {cost}"
+    )
 
 
 @click.command()

@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def model_options(f: F) -> F:
-    """--target --draft --pair --ctx-size --threads --n-gpu-layers --draft-max --p-min."""
+    """--target --draft --pair --ctx-size --threads --n-gpu-layers --draft-max --p-min --exact."""
     for option in reversed(
         [
             click.option(
@@ -54,6 +54,14 @@ def model_options(f: F) -> F:
                 default=0.75,
                 show_default=True,
                 help="The draft stops guessing when its top probability falls below this.",
+            ),
+            click.option(
+                "--exact",
+                is_flag=True,
+                help="Greedy output bit-identical to the target alone (--strategy none --exact), "
+                "at a measured cost in speed. Without it greedy output is the target's argmax at every "
+                "verified token, but batched verification rounds differently from single steps, so "
+                "after a near-tie it can part from a run without speculation.",
             ),
         ]
     ):
@@ -105,6 +113,7 @@ def load_pair(
     n_gpu_layers: int,
     draft_max: int,
     p_min: float,
+    exact: bool = False,
 ) -> Pair:
     """Load the pair the model options name (each a path, pair name, org/repo[:QUANT] or
     org/repo/file.gguf); with none, the default pair from the cache, pulled if missing."""
@@ -122,4 +131,5 @@ def load_pair(
         n_gpu_layers=n_gpu_layers,
         max_draft=draft_max,
         p_min=p_min,
+        exact=exact,
     )
