@@ -3,6 +3,10 @@ configurations whose batches do not decode to the bits of single steps."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +189,35 @@ def test_self_check_accepts_what_is_invariant_and_refuses_what_is_not(tiny: dict
     finally:
         ctx.close()
         model.close()
+
+
+_DIFFERENCES = """
+import json, sys
+from edgespec import exactness
+from edgespec.llama import Model
+model = Model(sys.argv[1], **exactness.MODEL_OPTIONS)
+ctx = exactness.make_context(model, n_ctx=128, n_batch=16, n_threads=2)
+print(json.dumps(exactness.batch_differences(ctx, 10, n_prefix=32, stop_at_first=False)))
+"""
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("tiled", ["1", "0"])
+def test_the_tiled_matmul_is_what_differs_from_eight_tokens(real_paths: dict[str, Path], tiled: str) -> None:
+    # ggml-cpu's tiled K-quant matmul takes batches of 8 rows or more; ggml reads its switch once
+    # per process, hence a fresh interpreter for each setting.
+    env = {**os.environ, "GGML_CPU_TILED_MM": tiled}
+    out = subprocess.run(
+        [sys.executable, "-c", _DIFFERENCES, str(real_paths["target"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    diffs = {int(n): d for n, d in json.loads(out.stdout.splitlines()[-1]).items()}
+    assert all(diffs[n] == 0 for n in range(2, 8))
+    if tiled == "1":
+        assert all(diffs[n] > 0 for n in range(8, 11))
+    else:
+        assert all(diffs[n] == 0 for n in range(8, 11))
