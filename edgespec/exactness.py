@@ -45,13 +45,37 @@ _PROBE_TEXT = (
 
 def make_context(model: Model, **options: Any) -> Context:
     """The target's context in exact mode: flash attention and a q8_0 KV cache, or an f16 one
-    where the model's head size is not a multiple of q8_0's block (the self-check then finds
-    whether long contexts still decode bit-identically). ``options`` go to :class:`Context`."""
+    where the model's head size is not a multiple of q8_0's 32-value block (the self-check then
+    finds whether long contexts still decode bit-identically). ``options`` go to :class:`Context`."""
+    kv_type = "q8_0" if all(n % 32 == 0 for n in _head_sizes(model)) else "f16"
+    if kv_type == "f16":
+        logger.info("%s: no q8_0 KV cache for this head size; exact mode uses an f16 one", model.path.name)
     try:
-        return Context(model, flash_attn=True, kv_type="q8_0", **options)
+        return Context(model, flash_attn=True, kv_type=kv_type, **options)
     except LlamaError:
-        logger.info("%s: no q8_0 KV cache for this model; exact mode uses an f16 one", model.path.name)
+        if kv_type == "f16":
+            raise
         return Context(model, flash_attn=True, kv_type="f16", **options)
+
+
+def _head_sizes(model: Model) -> list[int]:
+    # GGUF metadata: key/value lengths where given, else the embedding over the head count.
+    arch = model.meta("general.architecture") or ""
+    sizes = [model.meta(f"{arch}.attention.key_length"), model.meta(f"{arch}.attention.value_length")]
+    width, heads = model.meta(f"{arch}.embedding_length"), model.meta(f"{arch}.attention.head_count")
+    if width and heads and width.isdigit() and heads.isdigit() and int(heads):
+        sizes = [s or str(int(width) // int(heads)) for s in sizes]
+    return [int(s) for s in sizes if s and s.isdigit()]
+
+
+def no_speculation_note(cap: int, ctx: Context) -> str | None:
+    """What to tell the user when exact mode can verify no guess on this device (else None)."""
+    if cap >= 2:
+        return None
+    return (
+        f"exact mode: no batch decodes bit-identically to single steps here ({describe(ctx)}); "
+        "generating with the target alone, without speculation"
+    )
 
 
 def describe(ctx: Context) -> str:
@@ -131,13 +155,3 @@ def require_invariant(ctx: Context, n: int, n_prefix: int = N_PREFIX) -> None:
                 "a q8_0 KV cache, or verify at most "
                 f"{size - 1} tokens at once)"
             )
-
-
-def warn_if_no_speculation(cap: int, ctx: Context) -> None:
-    """Say so when exact mode can verify no guess at all on this device."""
-    if cap < 2:
-        logger.warning(
-            "exact mode: no batch decodes bit-identically to single steps here (%s); "
-            "generating with the target alone, without speculation",
-            describe(ctx),
-        )

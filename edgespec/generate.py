@@ -235,7 +235,8 @@ class Pair:
         if exact:
             # Checked up to the longest verification this pair's options allow (--draft-max + 1).
             self.batch_cap = exact_cap(self.target_ctx, n_gpu_layers, min(max_draft + 1, batch))
-            exactness.warn_if_no_speculation(self.batch_cap, self.target_ctx)
+            if note := exactness.no_speculation_note(self.batch_cap, self.target_ctx):
+                logger.warning("%s", note)
         self.lookup = PromptLookup()
         self.draft_model: DraftModel | None = None
         if self.draft is not None:

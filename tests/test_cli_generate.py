@@ -82,6 +82,20 @@ def test_streamed_text_equals_json_text_and_strategies_agree(tiny: dict[str, Pat
     assert streamed.stdout == as_json + ("" if as_json.endswith("\n") else "\n")
 
 
+def test_exact_flag_loads_exact_mode_and_says_when_it_cannot_speculate(tiny: dict[str, Path]) -> None:
+    # The tiny float32 models decode no batch bit-identically to single steps (llamafile's sgemm
+    # takes 2 rows and more): --exact then generates with the target alone and says so.
+    args = ["--target", str(tiny["target"]), "--draft", str(tiny["draft-same"]), "--raw", "--prompt", "ab"]
+    args += ["--max-tokens", "16", "--temp", "0", "--threads", "1", "--exact", "--json"]
+    proc = run(*args, "--strategy", "draft")
+    assert proc.returncode == 0, proc.stderr
+    assert "no batch decodes bit-identically to single steps" in proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["stats"]["drafted"] == 0 and out["n_tokens"] == 16
+    alone = json.loads(run(*args, "--strategy", "none").stdout.splitlines()[-1])
+    assert alone["token_ids"] == out["token_ids"]
+
+
 @pytest.fixture(scope="module")
 def bad_files(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad")

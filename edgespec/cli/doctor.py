@@ -15,6 +15,8 @@ import platform
 import re
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -256,8 +258,12 @@ def diagnose(
     except EdgespecError as exc:
         report["problem"] = str(exc)
         return report
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        exact = pool.apply(exact_report, (target_path, threads, n_gpu_layers))
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        try:
+            exact = pool.submit(exact_report, target_path, threads, n_gpu_layers).result()
+        except BrokenProcessPool:
+            exact = {"holds": False, "problem": "the exact-mode check crashed inside llama.cpp"}
     if "step_s" in exact:
         exact["cost"] = round(exact["step_s"] / costs.verify(1) - 1, 3)
     report["exact"] = exact

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from edgespec.exactness import no_speculation_note
 from edgespec.generate import Pair
 from edgespec.options import DRAFT_LIMIT, FLAGS, RULES, GenerationOptions, Rule
 
@@ -123,7 +124,7 @@ def load_pair(
 
     logging.getLogger("edgespec.hub").setLevel(logging.INFO)  # say so when a download starts
     target_path, draft_path = resolve_pair(target, draft, pair, download=True)
-    return Pair(
+    loaded = Pair(
         target_path,
         draft_path,
         n_ctx=ctx_size,
@@ -133,3 +134,6 @@ def load_pair(
         p_min=p_min,
         exact=exact,
     )
+    if loaded.batch_cap is not None and (note := no_speculation_note(loaded.batch_cap, loaded.target_ctx)):
+        click.echo(f"edgespec: note: {note}", err=True)
+    return loaded
