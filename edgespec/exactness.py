@@ -47,7 +47,7 @@ def make_context(model: Model, **options: Any) -> Context:
     """The target's context in exact mode: flash attention and a q8_0 KV cache, or an f16 one
     where the model's head size is not a multiple of q8_0's 32-value block (the self-check then
     finds whether long contexts still decode bit-identically). ``options`` go to :class:`Context`."""
-    kv_type = "q8_0" if all(n % 32 == 0 for n in _head_sizes(model)) else "f16"
+    kv_type = "q8_0" if all(n % 32 == 0 for n in model.head_sizes()) else "f16"
     if kv_type == "f16":
         logger.info("%s: no q8_0 KV cache for this head size; exact mode uses an f16 one", model.path.name)
     try:
@@ -56,16 +56,6 @@ def make_context(model: Model, **options: Any) -> Context:
         if kv_type == "f16":
             raise
         return Context(model, flash_attn=True, kv_type="f16", **options)
-
-
-def _head_sizes(model: Model) -> list[int]:
-    # GGUF metadata: key/value lengths where given, else the embedding over the head count.
-    arch = model.meta("general.architecture") or ""
-    sizes = [model.meta(f"{arch}.attention.key_length"), model.meta(f"{arch}.attention.value_length")]
-    width, heads = model.meta(f"{arch}.embedding_length"), model.meta(f"{arch}.attention.head_count")
-    if width and heads and width.isdigit() and heads.isdigit() and int(heads):
-        sizes = [s or str(int(width) // int(heads)) for s in sizes]
-    return [int(s) for s in sizes if s and s.isdigit()]
 
 
 def no_speculation_note(cap: int, ctx: Context) -> str | None:

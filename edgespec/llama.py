@@ -128,6 +128,21 @@ class Model:
     def __del__(self) -> None:
         self.close()
 
+    def head_sizes(self) -> tuple[int, int]:
+        """The attention heads' key and value widths (GGUF ``*.attention.key_length`` and
+        ``value_length``, else the embedding width over the head count)."""
+        n_head = C.llama_model_n_head(self._ptr)
+        default = C.llama_model_n_embd(self._ptr) // n_head if n_head > 0 else 0
+        arch = self._meta("general.architecture")
+        key, value = (self._meta(f"{arch}.attention.{kv}_length") for kv in ("key", "value"))
+        return (int(key) if key.isdigit() else default, int(value) if value.isdigit() else default)
+
+    def _meta(self, key: str) -> str:
+        # A short GGUF metadata value as text; "" when absent.
+        buf = ctypes.create_string_buffer(256)
+        n = C.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else ""
+
     def chat_template(self) -> str | None:
         """The model's default ``tokenizer.chat_template``, or None."""
         raw = C.llama_model_chat_template(self._ptr, None)
