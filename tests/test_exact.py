@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from edgespec import Pair, exactness
-from edgespec.conversation import Conversation, Settings
+from edgespec.conversation import Conversation
 from edgespec.errors import NotExactError
 from edgespec.llama import Context, Model
+from edgespec.options import GenerationOptions
 
 STRATEGIES = ("draft", "lookup", "auto")
 MAX_TOKENS = 128
@@ -130,7 +131,8 @@ def test_exact_chat_continuation_reusing_the_cache(exact_pair: Pair) -> None:
     replies: dict[str, list[list[int]]] = {}
     for strategy in ("none", *STRATEGIES):
         exact_pair.reset()
-        conv = Conversation(exact_pair, settings=Settings(temp=0, max_tokens=MAX_TOKENS, strategy=strategy))
+        settings = GenerationOptions(temperature=0, max_tokens=MAX_TOKENS, strategy=strategy)
+        conv = Conversation(exact_pair, settings=settings)
         tokens = []
         for text in ("Write a Python function that parses a CSV line with quoted fields.", "Now add tests."):
             with conv.send(text) as reply:
