@@ -129,7 +129,7 @@ def batch_cap(ctx: Context, max_n: int, n_prefix: int = N_PREFIX) -> int:
     bit-identical to single steps on this device; 1 when no batch does."""
     diffs = batch_differences(ctx, max_n, n_prefix)
     differing = [n for n, d in diffs.items() if d]
-    return differing[0] - 1 if differing else max(1, *diffs)
+    return differing[0] - 1 if differing else max([1, *diffs])
 
 
 def require_invariant(ctx: Context, n: int, n_prefix: int = N_PREFIX) -> None:
