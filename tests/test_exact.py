@@ -80,7 +80,9 @@ PROMPTS = {
     "translation": "Translate into French: The library opens at nine in the morning. Members may borrow "
     "up to five books for three weeks. Late returns cost ten cents a day. The reading room is quiet; "
     "please keep phones silent. Children's books are on the second floor, next to the study rooms, "
-    "and the cafe on the ground floor serves coffee and sandwiches until four in the afternoon.",
+    "and the cafe on the ground floor serves coffee and sandwiches until four in the afternoon. On "
+    "Saturdays the library closes at one, and on Sundays it stays closed. New members need a photo ID and "
+    "a proof of address; the card is free for students and costs five euros a year for everyone else.",
     "long-context": "Here is a module:\n\n```python\n"
     + _MODULE
     + "\n```\n\nAnd here is a second version of it:\n\n```python\n"
