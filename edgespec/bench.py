@@ -137,7 +137,10 @@ def run_bench(
     for _ in range(repeats):
         for prompt in prompts:
             for strategy in order:
-                pair.reset()  # every run reads its prompt afresh, so time to first token compares
+                # Every run reads its prompt afresh, so time to first token compares, and copies
+                # nothing from earlier runs: another strategy's answer to the same prompt would
+                # otherwise be in the lookup's memory of earlier requests.
+                pair.reset(forget_earlier=True)
                 result = pair.generate(
                     prompt.prompt, max_tokens=max_tokens, temperature=0.0, strategy=strategy
                 )

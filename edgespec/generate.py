@@ -414,11 +414,16 @@ class Pair:
         top = np.sort(logits)[-2:]
         return float(top[1] - top[0])
 
-    def reset(self) -> None:
-        """Forget cached conversation state in both models (a new conversation)."""
+    def reset(self, forget_earlier: bool = False) -> None:
+        """Forget cached conversation state in both models (a new conversation).
+
+        With ``forget_earlier``, lookups also forget the prompts and replies of earlier requests,
+        so that the next generation copies from nothing but its own text (benchmarks)."""
         self.engine.reset()
         if self.draft_model:
             self.draft_model.reset()
+        if forget_earlier:
+            self.lookup.reset()
 
     def close(self) -> None:
         """Free contexts, then models."""

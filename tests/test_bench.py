@@ -115,3 +115,18 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
         timeout=60,
     )
     assert unknown.returncode == 2 and "poetry: no such category" in unknown.stderr
+
+
+def test_no_run_copies_from_an_earlier_run(tiny: dict[str, Path]) -> None:
+    # The lookup remembers earlier requests; in the bench, the answer `none` just gave to the same
+    # prompt would be copied whole and inflate the strategies run after it.
+    prompt = BenchPrompt("code completion", "raw", "def add(a, b):\n", raw=True)
+    with Pair(tiny["target"], None, n_ctx=512, n_threads=1) as pair:
+        report = run_bench(pair, [prompt], ["lookup"], max_tokens=40)
+        bench_run = next(r for r in report.runs if r.strategy == "lookup")
+        pair.reset(forget_earlier=True)
+        fresh = pair.generate(prompt.prompt, max_tokens=40, temperature=0, strategy="lookup")
+        pair.generate(prompt.prompt, max_tokens=40, temperature=0, strategy="none")
+        remembered = pair.generate(prompt.prompt, max_tokens=40, temperature=0, strategy="lookup")
+    assert remembered.stats.steps < fresh.stats.steps  # the memory would have made a difference
+    assert (bench_run.steps, bench_run.drafted) == (fresh.stats.steps, fresh.stats.drafted)

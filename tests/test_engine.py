@@ -223,7 +223,7 @@ def test_greedy_output_of_joined_proposals_equals_target_alone(pairs: dict[str, 
             pair._auto.copies.observe([m] * 20, [m < 6] * 20)
         for prompt in PROMPTS:
             want = reference(pair, prompt, 80)
-            pair.lookup.reset()  # or the reply just generated would be copied from memory whole
+            pair.reset(forget_earlier=True)  # or the reply just generated would be copied whole
             got = pair.generate(prompt, max_tokens=80, temperature=0, strategy="auto", max_draft=max_draft)
             assert got.token_ids == want
             assert max(len(p) for p in [got.stats.to_dict()["drafted_by_position"]]) <= max_draft  # type: ignore[arg-type]
@@ -240,8 +240,7 @@ def test_sampling_with_joined_proposals_is_reproducible(pairs: dict[str, Pair]) 
     for prompt in PROMPTS:
         runs = []
         for _ in range(2):
-            pair.reset()
-            pair.lookup.reset()
+            pair.reset(forget_earlier=True)
             pair._auto = ModelTimePlanner(CostModel(dict(FLAT), 0.1), pair.lookup, pair.draft_model, 8)
             for m in range(1, 200, 3):
                 pair._auto.copies.observe([m] * 20, [m < 6] * 20)
