@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +49,11 @@ def tiny_pair(tiny: dict[str, Path]) -> Iterator[object]:
 
     with Pair(tiny["target"], tiny["draft-same"], n_ctx=512, n_threads=1) as pair:
         yield pair
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[FakeHub]:
+    """A local fake Hugging Face Hub on loopback, for downloads through real huggingface_hub."""
+    server = FakeHub().start()
+    yield server
+    server.stop()

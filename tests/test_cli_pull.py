@@ -9,20 +9,12 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub
 
 PAIR = "tiny-pair"
-
-
-@pytest.fixture
-def fake_hub() -> Iterator[FakeHub]:
-    server = FakeHub().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,13 +34,6 @@ constants.DOWNLOAD_CHUNK_SIZE = {CHUNK}
 from edgespec.cli import main
 main(["pull", sys.argv[1]])
 """
-
-
-@pytest.fixture
-def fake_hub() -> Iterator[FakeHub]:
-    server = FakeHub().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
