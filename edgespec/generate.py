@@ -261,8 +261,10 @@ class Pair:
         if changes:
             opts = opts.replace(**changes)
         params = SamplingParams(opts.temperature, opts.top_k, opts.top_p, opts.min_p, opts.seed)
-        planner = self.planner(opts.strategy, opts.max_draft)
+        # Messages are checked (and the prompt tokenized) before the planner is built: building
+        # `auto`'s the first time measures the device, seconds that a bad request must not cost.
         tokens = self.tokenize_prompt(prompt, chat_template)
+        planner = self.planner(opts.strategy, opts.max_draft)
         stats = Stats(prompt_tokens=len(tokens))
         text = TextStream(opts.stop)
         gen = Generation(iter(()), opts.strategy, stats, text)
