@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
+from typing import Any
 
 from edgespec import exactness
 from edgespec.llama import Context, system_info, tiled_matmul
@@ -95,10 +97,7 @@ def device_costs(
         # Single steps (drafting) and a few batch sizes (catching up after a copy).
         draft_batch = measure(draft, sizes=DRAFT_BATCH_SIZES, reps=5)
         entries[keys[1]] = {"at": now, "model": draft.model.path.name, "seconds": draft_batch}
-    try:
-        write_json(path, entries)
-    except OSError as exc:  # a read-only cache only costs a re-measure next time
-        logger.warning("could not cache device costs in %s: %s", path, exc)
+    _save(path, entries)
     return CostModel(verify, draft_batch.get(1), draft_batch)
 
 
@@ -119,8 +118,12 @@ def exact_cap(ctx: Context, n_gpu_layers: int = 0, max_n: int = 64, refresh: boo
     logger.info("checking that batched verification is bit-identical on this device (once, cached)")
     cap = exactness.batch_cap(ctx, max_n)
     entries[key] = {"at": time.time(), "model": ctx.model.path.name, "cap": cap, "checked": max_n}
+    _save(path, entries)
+    return cap
+
+
+def _save(path: Path, entries: dict[str, Any]) -> None:
     try:
         write_json(path, entries)
-    except OSError as exc:  # a read-only cache only costs a re-check next time
-        logger.warning("could not cache the exact-mode check in %s: %s", path, exc)
-    return cap
+    except OSError as exc:  # a read-only cache only costs a re-measure next time
+        logger.warning("could not cache device measurements in %s: %s", path, exc)
