@@ -1,10 +1,9 @@
-"""Proposers guess the next tokens; the target checks them. One small interface, several kinds."""
+"""Proposers guess the next tokens; the target checks them: the draft model and the lookup."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -40,22 +39,6 @@ class Proposal:
 
 
 NO_PROPOSAL = Proposal([], "none")
-
-
-class Proposer(Protocol):
-    """Anything that can guess up to ``k`` tokens that follow ``history``."""
-
-    name: str
-
-    def propose(
-        self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator
-    ) -> Proposal:
-        """Guess at most ``k`` tokens after ``history`` (possibly none)."""
-        ...
-
-    def reset(self) -> None:
-        """Forget any cached state (a new conversation)."""
-        ...
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
