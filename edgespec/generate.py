@@ -19,12 +19,13 @@ import numpy as np
 
 from edgespec import chat, exactness
 from edgespec.compat import check_compatible
+from edgespec.costs import CostModel
 from edgespec.engine import Engine, Planner
 from edgespec.errors import InvalidParameterError, TemplateError
 from edgespec.llama import Context, Model, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
 from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
-from edgespec.planner import AutoPlanner, CostModel, FixedPlanner
+from edgespec.planner import AutoPlanner, FixedPlanner
 from edgespec.proposers import DraftModel, PromptLookup
 from edgespec.sampling import SamplingParams
 from edgespec.stats import Stats

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from edgespec import exactness
+from edgespec.costs import CostModel
 from edgespec.llama import Context, system_info, tiled_matmul
 from edgespec.paths import cache_dir, read_json, write_json
-from edgespec.planner import CostModel
 
 logger = logging.getLogger(__name__)
 

@@ -2,194 +2,29 @@
 
 On a compute-bound CPU the target verifies n tokens for nearly n single steps, so a guess only
 pays when it is cheap and likely kept; on a GPU verification is nearly flat in n and a draft model
-pays. :class:`CostModel` holds the measured costs of this device; :class:`Calibration` learns online
-how often a guess is kept given what its proposer knew (the draft's confidence, a copy's match
-length); :class:`AutoPlanner` picks, each step, the option that adds tokens fastest against the
+pays. The device's costs come from :mod:`edgespec.costs`, how often a guess is kept from
+:mod:`edgespec.calibration`; :class:`AutoPlanner` picks, each step, the option that adds tokens fastest against the
 rate generation already reaches (drafting nothing when nothing pays), and decides each drafted
 guess as it comes (:class:`DraftPlan`).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from edgespec.calibration import Calibration, confidence_calibration, copy_calibration, expected_tokens
+from edgespec.costs import CostModel
 from edgespec.proposers import NO_PROPOSAL, DraftModel, PromptLookup, Proposal
 from edgespec.sampling import GREEDY, SamplingParams
 
-MAX_DRAFT = 64
 RATE_WEIGHT = 0.05  # how fast the planner's rate follows each step (about the last 20 steps)
 EXPLORE_SHARE = 0.01  # of the time spent, what trying options the estimates rule out may add
 EXPLORE_K = 2  # guesses such a try makes
 NEW_TEXT_FADE = 0.25  # what a new generation keeps of the evidence on copies (other text, other copies)
 AMORTIZE_TOKENS = 32  # tokens over which the draft's catching up on a long stretch is charged
-
-
-@dataclass
-class CostModel:
-    """Seconds the target takes to verify n tokens in one batch, and the draft's cost per token."""
-
-    verify_s: dict[int, float]
-    """Measured seconds by batch size n (1 is a plain single-token step)."""
-    draft_s: float | None = None
-    """Seconds per drafted token, or None without a draft model."""
-    draft_batch_s: dict[int, float] = field(default_factory=dict)
-    """The draft's measured seconds by batch size (catching up after a copy); where missing, the
-    draft is assumed to scale like the target."""
-    _curve: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
-
-    def verify(self, n: int) -> float:
-        """Seconds to verify ``n`` tokens: the measured figure, or linear between measured ones."""
-        ns = sorted(self.verify_s)
-        if n in self.verify_s:
-            return self.verify_s[n]
-        i = bisect.bisect_left(ns, n)
-        if i == 0:
-            return self.verify_s[ns[0]] * n / ns[0]
-        if i == len(ns):
-            return self.verify_s[ns[-1]] * n / ns[-1]
-        lo, hi = ns[i - 1], ns[i]
-        w = (n - lo) / (hi - lo)
-        return self.verify_s[lo] * (1 - w) + self.verify_s[hi] * w
-
-    def curve(self, k: int) -> np.ndarray:
-        """Seconds to verify j guesses (j + 1 tokens) for j = 0..k."""
-        if self._curve is None or self._curve.size <= k:
-            self._curve = np.array([self.verify(n) for n in range(1, max(k, MAX_DRAFT) + 2)])
-        return self._curve[: k + 1]
-
-    def draft_batch(self, n: int) -> float:
-        """Seconds the draft takes to decode ``n`` tokens in one batch."""
-        assert self.draft_s is not None
-        if len(self.draft_batch_s) > 1:
-            return CostModel(self.draft_batch_s).verify(n)
-        return self.draft_s * self.verify(n) / self.verify(1)
-
-    def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:
-        """Fold a timing seen during generation into the curve (an exponential moving average), so
-        that the model follows the device as it is now: thermal limits, other programs, a longer
-        context than the one measured. Only measured batch sizes are updated; the rest follow by
-        interpolation."""
-        old = self.verify_s.get(n)
-        if old is not None:
-            self.verify_s[n] = old + weight * (seconds - old)
-            self._curve = None
-
-    def relative(self) -> dict[int, float]:
-        """The verify curve in single-step units (n=1 is 1.0)."""
-        one = self.verify(1)
-        return {n: round(s / one, 3) for n, s in sorted(self.verify_s.items())}
-
-
-@dataclass
-class Calibration:
-    """How often a guess is kept, given a score its proposer knew when it guessed: the draft's
-    top probability, or the length of the match a copy continues.
-
-    Scores fall into bins; each bin's counts start from a prior and decay with every guess the bin
-    records, so that the estimate follows the text being written now, and a bin seldom used keeps
-    what it learned. Only guesses the target judged count: those up to and including the first
-    rejected one.
-    """
-
-    edges: list[float]
-    """Lower edge of each bin."""
-    prior: np.ndarray
-    """Keep rate of each bin before any evidence."""
-    prior_weight: float = 4.0
-    decay: float = 0.98
-    rising: bool = False
-    """Whether a bin borrows at least the rate of the bin below it (a higher score is never taken
-    for worse without evidence of its own)."""
-    kept: np.ndarray = field(init=False)
-    tried: np.ndarray = field(init=False)
-    kept_all: float = field(default=0.0, init=False)
-    tried_all: float = field(default=0.0, init=False)
-    _rates: np.ndarray | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.kept = np.zeros(len(self.edges))
-        self.tried = np.zeros(len(self.edges))
-
-    def _bin(self, score: float) -> int:
-        return max(bisect.bisect_right(self.edges, score) - 1, 0)
-
-    def table(self) -> np.ndarray:
-        """The keep rate of each bin: its counts, shrunk towards its prior."""
-        if self._rates is None:
-            w = self.prior_weight
-            if not self.rising:
-                self._rates = (self.kept + w * self.prior) / (self.tried + w)
-            else:
-                rates, below = np.empty(len(self.edges)), 0.0
-                for b in range(len(self.edges)):
-                    below = rates[b] = (self.kept[b] + w * max(self.prior[b], below)) / (self.tried[b] + w)
-                self._rates = rates
-        return self._rates
-
-    def rate(self, score: float) -> float:
-        """Probability that a guess with this score is kept."""
-        return float(self.table()[self._bin(score)])
-
-    def rates(self, scores: Sequence[float]) -> np.ndarray:
-        """:meth:`rate` of each score."""
-        return self.table()[np.maximum(np.searchsorted(self.edges, scores, side="right") - 1, 0)]
-
-    def pooled(self, prior_rate: float) -> float:
-        """The keep rate of recent guesses, whatever their score (what a guess not yet made is worth)."""
-        return (self.kept_all + self.prior_weight * prior_rate) / (self.tried_all + self.prior_weight)
-
-    def observe(self, scores: Sequence[float], kept: Sequence[bool]) -> None:
-        """Record judged guesses: their scores and whether each was kept."""
-        for score, k in zip(scores, kept, strict=True):
-            b = self._bin(score)
-            self.tried[b] = self.tried[b] * self.decay + 1
-            self.kept[b] = self.kept[b] * self.decay + k
-            self.tried_all = self.tried_all * self.decay + 1
-            self.kept_all = self.kept_all * self.decay + k
-        self._rates = None
-
-    def age(self, factor: float = 0.998) -> None:
-        """Let all evidence fade a little (once a step): old beliefs give way to what happens now,
-        even in bins not visited lately."""
-        self.kept *= factor
-        self.tried *= factor
-        self.kept_all *= factor
-        self.tried_all *= factor
-        self._rates = None
-
-
-# The draft's top probability, binned finely where most guesses fall; a bin's prior is its centre:
-# a confidence is taken at its word until verifications say otherwise.
-_CONFIDENCE_EDGES = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.96, 0.98, 0.99, 0.995]
-
-
-def confidence_calibration() -> Calibration:
-    """Keep rates by the draft's top probability."""
-    upper = [*_CONFIDENCE_EDGES[1:], 1.0]
-    centres = (np.array(_CONFIDENCE_EDGES) + np.array(upper)) / 2
-    return Calibration(_CONFIDENCE_EDGES, centres)
-
-
-# A copy's match length grows by one with every copied token kept: long matches are copies in
-# progress, which tend to go on; short ones are where copies start and where edits break them.
-_MATCH_EDGES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192]
-
-
-def copy_calibration() -> Calibration:
-    """Keep rates of copied guesses by the match length they continue (optimistic priors, from
-    0.55 for one matched token to 0.96 past 128; a longer match borrows the rate of shorter ones)."""
-    prior = 1.0 - 0.45 * np.sqrt(2.0 / (np.array(_MATCH_EDGES, dtype=float) + 1.0))
-    return Calibration([float(e) for e in _MATCH_EDGES], prior, rising=True)
-
-
-def expected_tokens(rates: np.ndarray) -> np.ndarray:
-    """Expected tokens a step yields with j = 0..len(rates) guesses kept at these conditional
-    rates (the target's own token included)."""
-    return np.concatenate(([1.0], 1.0 + np.cumsum(np.cumprod(rates))))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from edgespec.engine import Step
-from edgespec.planner import MAX_DRAFT
+from edgespec.options import DRAFT_LIMIT
 
 
 @dataclass
@@ -16,8 +16,8 @@ class Stats:
     """Target verifications (each yields at least one token)."""
     drafted: int = 0
     accepted: int = 0
-    drafted_by_position: list[int] = field(default_factory=lambda: [0] * MAX_DRAFT)
-    accepted_by_position: list[int] = field(default_factory=lambda: [0] * MAX_DRAFT)
+    drafted_by_position: list[int] = field(default_factory=lambda: [0] * DRAFT_LIMIT)
+    accepted_by_position: list[int] = field(default_factory=lambda: [0] * DRAFT_LIMIT)
     steps_by_source: dict[str, int] = field(default_factory=dict)
     """Steps served by each proposer (``none``, ``draft``, ``lookup``)."""
     drafted_by_source: dict[str, int] = field(default_factory=dict)

@@ -30,7 +30,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from edgespec.planner import AutoPlanner, CostModel, FixedPlanner
+from edgespec.costs import CostModel
+from edgespec.planner import AutoPlanner, FixedPlanner
 from edgespec.proposers import Plan, PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 

@@ -12,7 +12,7 @@ from edgespec.cli.doctor import (
     offloaded_layers,
     weight_buffers,
 )
-from edgespec.planner import CostModel
+from edgespec.costs import CostModel
 
 STEP = 0.0315
 CPU_UNITS = {1: 1.0, 2: 1.74, 4: 2.9, 8: 6.7, 12: 8.3, 16: 7.8, 24: 13.5, 32: 13.3, 64: 23.6}

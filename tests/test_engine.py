@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgespec import Pair
-from edgespec.planner import AutoPlanner, CostModel
+from edgespec.costs import CostModel
+from edgespec.planner import AutoPlanner
 from edgespec.proposers import Proposal
 
 PROMPTS = ["hello world", "The quick brown fox jumps over the lazy dog. " * 3, "def f(x):\n    return x"]

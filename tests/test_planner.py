@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from edgespec.planner import AutoPlanner, Calibration, CostModel, DraftPlan, copy_calibration
+from edgespec.calibration import Calibration, copy_calibration
+from edgespec.costs import CostModel
+from edgespec.planner import AutoPlanner, DraftPlan
 from edgespec.proposers import Plan, PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 

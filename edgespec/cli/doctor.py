@@ -25,8 +25,8 @@ from typing import Any
 import click
 
 from edgespec import __version__
+from edgespec.costs import CostModel
 from edgespec.errors import DownloadError, EdgespecError
-from edgespec.planner import CostModel
 
 GPU_BACKENDS = ("CUDA", "Metal", "MTL", "Vulkan", "HIP", "ROCm", "SYCL", "OpenCL", "CANN", "MUSA", "Kompute")
 PAYS = 1.05
