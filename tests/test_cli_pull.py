@@ -167,6 +167,13 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
+    assert set(report) == {
+        *("edgespec", "llama_cpp_python", "python", "platform", "system_info", "gpu_offload"),
+        *("gpu_backends", "threads_available", "threads", "n_gpu_layers", "memory_total"),
+        *("memory_available", "target", "draft", "model_bytes", "fits", "compatible", "incompatibility"),
+        *("weight_buffers_mib", "offloaded_layers", "step_s", "draft_s", "verify_units"),
+        *("lookup_ceiling", "draft_speedup", "forecast", "exact"),
+    }
     assert isinstance(report["gpu_offload"], bool) and report["system_info"]
     assert report["compatible"] is True and report["incompatibility"] is None
     assert report["verify_units"]["1"] == 1.0 and report["draft_s"] > 0
@@ -175,7 +182,7 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
     assert report["weight_buffers_mib"]  # where llama.cpp put the weights, from its own log
     # The tiny models' float32 weights take llamafile's sgemm from 2 rows on: exact, but no speculation.
     assert report["exact"]["holds"] is True and report["exact"]["batch_cap"] == 1
-    assert report["exact"]["step_s"] > 0
+    assert report["exact"]["step_s"] > 0 and isinstance(report["exact"]["cost"], float)
 
     text = edgespec(
         "doctor", "--target", str(tiny["target"]), "--draft", str(tiny["draft-othervocab"]), env=env
