@@ -115,9 +115,13 @@ def test_gpu_use_is_read_from_the_load_log() -> None:
 
 
 @pytest.fixture
-def loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, int]]:
-    """Every model llama.cpp loads from now on: (file name, n_gpu_layers). Costs go to a fresh cache."""
+def fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EDGESPEC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every model llama.cpp loads from now on: (file name, n_gpu_layers)."""
     seen: list[tuple[str, int]] = []
     real_init = Model.__init__
 
@@ -129,6 +133,7 @@ def loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, in
     return seen
 
 
+@pytest.mark.usefixtures("fresh_cache")
 def test_loading_checks_and_measures_each_model_once_with_the_gpu_setting(
     tiny: dict[str, Path], loads: list[tuple[str, int]]
 ) -> None:
@@ -141,6 +146,7 @@ def test_loading_checks_and_measures_each_model_once_with_the_gpu_setting(
     assert loaded.weight_buffers_mib  # from llama.cpp's log, for both models
 
 
+@pytest.mark.usefixtures("fresh_cache")
 def test_an_incompatible_draft_is_reported_and_the_target_measured_alone(
     tiny: dict[str, Path], loads: list[tuple[str, int]]
 ) -> None:
@@ -149,3 +155,17 @@ def test_an_incompatible_draft_is_reported_and_the_target_measured_alone(
     assert loaded.incompatibility is not None and loaded.incompatibility.startswith("token 10 differs")
     assert loaded.costs.draft_s is None and loaded.forecast.draft_typical is None
     assert loaded.costs.verify(1) > 0
+
+
+@pytest.mark.real
+def test_the_real_pair_is_loaded_once_checked_and_forecast(
+    real_paths: dict[str, Path], loads: list[tuple[str, int]]
+) -> None:
+    """The user's cache: costs measured before are reused, as ``doctor`` reuses them."""
+    loaded = load(real_paths["target"], real_paths["draft"], None, 0)
+    assert sorted(loads) == sorted([(real_paths["target"].name, 0), (real_paths["draft"].name, 0)])
+    assert loaded.incompatibility is None  # 151,936 tokens compared from id 5 on
+    assert loaded.costs.draft_s is not None and loaded.costs.draft_s > 0
+    f = loaded.forecast
+    assert f.draft_perfect is not None and f.draft_typical is not None
+    assert f.draft_perfect.speedup >= f.draft_typical.speedup >= 1.0 and f.lookup.speedup >= 1.0
