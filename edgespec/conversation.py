@@ -286,10 +286,10 @@ class Conversation:
         if history is not None and text.startswith(history.text):
             new = self.pair.target.tokenize(text[len(history.text) :], add_special=False, parse_special=True)
             return _Tokens(text, history.tokens + new)
-        return _Tokens(text, self.pair.tokenize_prompt(messages, self._template))
+        return _Tokens(text, self.pair.prompter.tokenize(messages, self._template))
 
     def _render(self, messages: Sequence[chat.Message]) -> str:
-        return self.pair.render_prompt(messages, self._template)
+        return self.pair.prompter.render(messages, self._template)
 
     def _draft_prefilled(self) -> int:
         draft = self.pair.draft_model

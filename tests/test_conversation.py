@@ -127,7 +127,7 @@ def test_history_keeps_the_generated_tokens_not_a_retokenization(conv: Conversat
     say(conv, LONG_REPLY)
     reply = conv._history
     assert reply is not None
-    prompt = pair.tokenize_prompt(conv.messages[:1])
+    prompt = pair.prompter.tokenize(conv.messages[:1])
     generated = reply.tokens[len(prompt) :]
     assert reply.tokens[: len(prompt)] == prompt
     # The tiny model babbles bytes that are not UTF-8; its text would re-tokenize differently.
