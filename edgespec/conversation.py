@@ -26,6 +26,8 @@ from edgespec import chat
 from edgespec.errors import ContextOverflowError, EdgespecError, TemplateError
 from edgespec.generate import Generation, Pair, Stats, TokenEvent
 from edgespec.options import GenerationOptions
+from edgespec.prompts import Prompter
+from edgespec.proposers import DraftModel
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +71,66 @@ class Totals(Stats):
 
 
 @dataclass(frozen=True)
-class _Tokens:
+class Tokens:
     """Token ids and the template text they stand for."""
 
     text: str
     tokens: list[int]
+
+
+class TokenHistory:
+    """The last prompt and its reply as generated tokens, so that the next prompt reuses them and
+    tokenizes only its new part (a reply re-tokenized from its text could come out differently).
+
+    Args:
+        prompter: the target's prompter.
+        template: the chat template.
+    """
+
+    def __init__(self, prompter: Prompter, template: str) -> None:
+        self.prompter = prompter
+        self.template = template
+        self.last: Tokens | None = None
+        """The last prompt plus its reply; None: the next prompt is tokenized whole."""
+        self.last_prompt: Tokens | None = None
+        """The last reply's prompt, for a redo; None: render it again."""
+
+    def forget(self) -> None:
+        """The conversation changed other than by a new turn: tokenize the next prompt whole."""
+        self.last = self.last_prompt = None
+
+    def prompt(self, messages: Sequence[chat.Message]) -> Tokens:
+        """The tokens of ``messages`` ready for a reply: the last prompt and reply plus the new part's
+        tokens when their text is a prefix of the rendering, else the whole rendering's."""
+        text = self.prompter.render(messages, self.template)
+        last = self.last
+        if last is not None and text.startswith(last.text):
+            new = self.prompter.model.tokenize(text[len(last.text) :], add_special=False, parse_special=True)
+            return Tokens(text, last.tokens + new)
+        return Tokens(text, self.prompter.tokenize(messages, self.template))
+
+    def redo(self) -> Tokens | None:
+        """The last reply is to be generated again: forget it; its prompt, or None to render it again."""
+        self.last = None
+        return self.last_prompt
+
+    def record(self, prompt: Tokens, token_ids: Sequence[int], text: str) -> None:
+        """A reply to ``prompt`` was generated as ``token_ids``, shown as ``text``."""
+        self.last_prompt = prompt
+        tokens = self.tokens_for(token_ids, text)
+        self.last = None if tokens is None else Tokens(prompt.text + text, prompt.tokens + tokens)
+
+    def tokens_for(self, token_ids: Sequence[int], text: str) -> list[int] | None:
+        """The reply's tokens whose text is exactly ``text``: a reply cut short may end in part of
+        a character that was never shown; those tokens are left out. None if they cannot match."""
+        tokens = list(token_ids)
+        for _ in range(4):
+            if self.prompter.model.detokenize(tokens) == text:
+                return tokens
+            if not tokens:
+                break
+            tokens.pop()
+        return None
 
 
 class Reply:
@@ -81,16 +138,26 @@ class Reply:
 
     Leaving the ``with`` block (normally, or by Ctrl-C or an error) records the turn in the
     conversation: a reply cut short is kept as it stands, with finish reason ``"interrupted"``.
+
+    Args:
+        user: the user's message.
+        prompt: the prompt the reply continues.
+        generation: the reply's generation, started.
+        dropped: the oldest turns dropped from the context to make room.
+        max_tokens: the reply's token limit.
+        draft: the pair's draft model (its catching up is counted), or None.
+        finished: called once, when :meth:`finish` records the turn: ``finished(turn, prompt, token_ids)``.
     """
 
     def __init__(
         self,
         user: str,
-        prompt: _Tokens,
+        prompt: Tokens,
         generation: Generation,
         dropped: int,
         max_tokens: int,
-        record: Callable[[Reply, bool], Turn],
+        draft: DraftModel | None,
+        finished: Callable[[Turn, Tokens, list[int]], None],
     ) -> None:
         self.user = user
         self.prompt = prompt
@@ -101,8 +168,9 @@ class Reply:
         self.turn: Turn | None = None
         """The recorded turn, once :meth:`finish` has run."""
         self._done = False
-        self._record = record
-        """Records the turn in the conversation: ``record(reply, iteration_ended)``."""
+        self._draft = draft
+        self._draft_start = _prefilled(draft)
+        self._finished = finished
 
     def __iter__(self) -> Iterator[TokenEvent]:
         yield from self.generation
@@ -125,8 +193,16 @@ class Reply:
     def finish(self) -> Turn:
         """Record the turn (once); the reply so far counts as interrupted if iteration did not end."""
         if self.turn is None:
-            self.turn = self._record(self, self._done)
+            result = self.generation.result
+            reason = result.finish_reason if self._done else "interrupted"
+            draft_prefilled = _prefilled(self._draft) - self._draft_start
+            self.turn = Turn(self.user, result.text, reason, result.strategy, result.stats, draft_prefilled)
+            self._finished(self.turn, self.prompt, result.token_ids)
         return self.turn
+
+
+def _prefilled(draft: DraftModel | None) -> int:
+    return draft.n_prefilled if draft is not None else 0
 
 
 class Conversation:
@@ -135,7 +211,7 @@ class Conversation:
     Args:
         pair: the loaded models; their caches follow this conversation (one conversation per pair).
         system: the system prompt, or None.
-        settings: generation options; changeable between turns (:meth:`set_option`).
+        settings: generation options; changeable between turns (:meth:`set_settings`).
     """
 
     def __init__(
@@ -149,21 +225,15 @@ class Conversation:
         self.first = 0
         """Index of the oldest turn still in the context; older ones were dropped to make room."""
         self.totals = Totals()
-        self._history: _Tokens | None = None
-        """The last prompt plus its reply, as token ids and template text; None: re-tokenize."""
-        self._last_prompt: _Tokens | None = None
         template = pair.target.chat_template()
         if template is None:
             raise TemplateError(
                 f"{pair.target.path.name} has no chat template, which chat needs "
                 "(use `edgespec generate --raw` for raw text)"
             )
-        self._template = template
-        self._draft_start = 0
-        """The draft's prefilled-token count when the reply in progress started."""
+        self.history = TokenHistory(pair.prompter, template)
+        """The last prompt and reply as tokens."""
         pair.check_strategy(self.settings.strategy)
-
-    # ------------------------------------------------------------------ messages
 
     @property
     def messages(self) -> list[chat.Message]:
@@ -173,25 +243,22 @@ class Conversation:
             out += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
         return out
 
-    def set_option(self, name: str, text: str) -> None:
-        """Change one generation setting from text (``/set``); a bad name or value says what is allowed."""
-        settings = self.settings.parse(name, text)
+    def set_settings(self, settings: GenerationOptions) -> None:
+        """Generate the next turns with ``settings`` (``/set``), if this pair can run their strategy."""
         self.pair.check_strategy(settings.strategy)
         self.settings = settings
 
     def set_system(self, text: str | None) -> None:
         """Replace the system prompt (None: none). The next turn re-reads the conversation."""
         self.system = text or None
-        self._history = self._last_prompt = None
+        self.history.forget()
 
     def clear(self) -> None:
         """Start a new conversation (same system prompt), forgetting both models' caches."""
         self.turns = []
         self.first = 0
-        self._history = self._last_prompt = None
+        self.history.forget()
         self.pair.reset()
-
-    # ------------------------------------------------------------------ turns
 
     def send(self, text: str) -> Reply:
         """Start the reply to a new user message; old turns are dropped if the context needs room.
@@ -206,7 +273,7 @@ class Conversation:
         if len(self.turns) <= self.first:
             raise EdgespecError("there is no reply to redo yet")
         last = self.turns.pop()
-        prompt, self._history = self._last_prompt, None
+        prompt = self.history.redo()
         try:
             if prompt is None:
                 return self.send(last.user)
@@ -215,60 +282,40 @@ class Conversation:
             self.turns.append(last)  # nothing new was generated: the old reply stands
             raise
 
-    def _start(self, user: str, prompt: _Tokens, dropped: int) -> Reply:
-        self._draft_start = self._draft_prefilled()
+    def _start(self, user: str, prompt: Tokens, dropped: int) -> Reply:
         gen = self.pair.stream(prompt.tokens, self.settings)
-        stats = gen.stats
         log.info(
             "turn %d: prompt %d tokens, target prefilled %d",
             len(self.turns) + 1,
-            stats.prompt_tokens,
-            stats.prompt_prefilled,
+            gen.stats.prompt_tokens,
+            gen.stats.prompt_prefilled,
         )
-        return Reply(user, prompt, gen, dropped, self.settings.max_tokens, self._record)
+        return Reply(user, prompt, gen, dropped, self.settings.max_tokens, self.pair.draft_model, self._add)
 
-    def _record(self, reply: Reply, done: bool) -> Turn:
+    def _add(self, turn: Turn, prompt: Tokens, token_ids: list[int]) -> None:
         """Add a finished (or cut short) reply to the conversation."""
-        draft_prefilled = self._draft_prefilled() - self._draft_start
-        result = reply.generation.result
-        reason = result.finish_reason if done else "interrupted"
-        turn = Turn(reply.user, result.text, reason, result.strategy, result.stats, draft_prefilled)
         self.turns.append(turn)
-        self.totals.add_reply(result.stats)
-        self._last_prompt = reply.prompt
-        tokens = self._tokens_for(result.token_ids, result.text)
-        self._history = (
-            None if tokens is None else _Tokens(reply.prompt.text + result.text, reply.prompt.tokens + tokens)
+        self.totals.add_reply(turn.stats)
+        self.history.record(prompt, token_ids, turn.reply)
+        log.info(
+            "turn %d: %s, draft caught up %d tokens",
+            len(self.turns),
+            turn.finish_reason,
+            turn.draft_prefilled,
         )
-        log.info("turn %d: %s, draft caught up %d tokens", len(self.turns), reason, draft_prefilled)
-        return turn
 
-    def _tokens_for(self, token_ids: Sequence[int], text: str) -> list[int] | None:
-        """The reply's tokens whose text is exactly ``text``: a reply cut short may end in part of
-        a character that was never shown; those tokens are left out. None if they cannot match."""
-        tokens = list(token_ids)
-        for _ in range(4):
-            if self.pair.target.detokenize(tokens) == text:
-                return tokens
-            if not tokens:
-                break
-            tokens.pop()
-        return None
-
-    # ------------------------------------------------------------------ tokens
-
-    def _fit(self, user: str) -> tuple[_Tokens, int]:
+    def _fit(self, user: str) -> tuple[Tokens, int]:
         """The prompt for a new user message, dropping the oldest turns until it fits."""
         n_ctx = self.pair.n_ctx
         room = min(self.settings.max_tokens, n_ctx // 4)
         dropped = 0
         while True:
-            prompt = self._prompt([*self.messages, {"role": "user", "content": user}])
+            prompt = self.history.prompt([*self.messages, {"role": "user", "content": user}])
             if len(prompt.tokens) + room <= n_ctx or self.first >= len(self.turns):
                 break
             self.first += 1
             dropped += 1
-            self._history = self._last_prompt = None
+            self.history.forget()
         if len(prompt.tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"the message needs {len(prompt.tokens)} tokens with the system prompt, but the context "
@@ -277,23 +324,6 @@ class Conversation:
         if dropped:
             log.info("dropped %d oldest turns to fit the %d-token context", dropped, n_ctx)
         return prompt, dropped
-
-    def _prompt(self, messages: Sequence[chat.Message]) -> _Tokens:
-        """The tokens of ``messages`` ready for a reply: the cached history plus the new part's
-        tokens when the history's text is a prefix of the rendering, else the whole rendering."""
-        text = self._render(messages)
-        history = self._history
-        if history is not None and text.startswith(history.text):
-            new = self.pair.target.tokenize(text[len(history.text) :], add_special=False, parse_special=True)
-            return _Tokens(text, history.tokens + new)
-        return _Tokens(text, self.pair.tokenize_prompt(messages, self._template))
-
-    def _render(self, messages: Sequence[chat.Message]) -> str:
-        return self.pair.render_prompt(messages, self._template)
-
-    def _draft_prefilled(self) -> int:
-        draft = self.pair.draft_model
-        return draft.n_prefilled if draft is not None else 0
 
     # ------------------------------------------------------------------ saving
 

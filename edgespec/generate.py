@@ -9,34 +9,32 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
-from edgespec import chat, exactness
+from edgespec import exactness
 from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
-from edgespec.engine import Engine, Planner
-from edgespec.errors import InvalidParameterError, TemplateError
+from edgespec.engine import Engine, Planner, Step
+from edgespec.errors import InvalidParameterError
 from edgespec.llama import Context, Model, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
 from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
-from edgespec.planner import AutoPlanner, FixedPlanner
+from edgespec.planner import AutoPlanner
+from edgespec.prompts import Prompt, Prompter
 from edgespec.proposers import DraftModel, PromptLookup
 from edgespec.sampling import SamplingParams
 from edgespec.stats import Stats
+from edgespec.strategies import Planners
 from edgespec.textstream import TextStream
 
 __all__ = ["STRATEGIES", "Generation", "GenerationOptions", "Pair", "Prompt", "Result", "Stats", "TokenEvent"]
 
 logger = logging.getLogger(__name__)
-
-Prompt = str | Sequence[chat.Message]
-"""A raw text prompt, or chat messages rendered with the target's chat template."""
 
 
 @dataclass(frozen=True)
@@ -68,31 +66,102 @@ class Result:
 class Generation:
     """A generation in progress: iterate for :class:`TokenEvent`; ``result`` once it is done.
 
-    If iteration is interrupted (Ctrl-C, a closed connection), ``result`` still describes the
-    tokens produced so far, with finish reason ``"interrupted"``.
+    Made by :meth:`Pair.stream`; making one prefills the prompt. Iterating runs the pipeline: the
+    engine's verification steps, then their tokens (each step counted in ``stats``), then text
+    events (ending at an end-of-generation or stop token, a stop string or ``max_tokens``; UTF-8
+    held back until whole), then :attr:`result`. If iteration is interrupted (Ctrl-C, a closed
+    connection), ``result`` still describes the tokens produced so far, with finish reason
+    ``"interrupted"``.
+
+    Args:
+        engine: the target's engine; its history becomes ``prompt``.
+        prompt: the prompt's tokens.
+        planner: chooses each step's guesses.
+        options: sampling, ``max_tokens`` and ``stop``; ``strategy`` is reported as given.
+        max_draft: the most tokens one step may guess.
+        stop_token_ids: tokens that end the generation like an end-of-generation token.
+        finished: called once iteration ends, however it ends.
     """
 
-    def __init__(self, events: Iterator[TokenEvent], strategy: str, stats: Stats, text: TextStream) -> None:
-        self._events = events
-        self.strategy = strategy
-        self.stats = stats
+    def __init__(
+        self,
+        engine: Engine,
+        prompt: Sequence[int],
+        planner: Planner,
+        options: GenerationOptions,
+        max_draft: int = DRAFT_LIMIT,
+        stop_token_ids: Collection[int] = (),
+        finished: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.strategy = options.strategy
+        self.stats = Stats(prompt_tokens=len(prompt))
         self.token_ids: list[int] = []
         self.finish_reason = "interrupted"
-        self._text = text
+        self._text = TextStream(options.stop)
+        t0 = time.perf_counter()
+        self.stats.prompt_prefilled = engine.start(prompt)
+        self.stats.prompt_seconds = time.perf_counter() - t0
+        params = SamplingParams(
+            options.temperature, options.top_k, options.top_p, options.min_p, options.seed
+        )
+        steps = engine.steps(planner, params, params.rng(), options.max_tokens, max_draft)
+        tokens = islice(_tokens(steps, self.stats), options.max_tokens)
+        self._events = self._text_events(tokens, engine.target.model, set(stop_token_ids), finished)
 
     def __iter__(self) -> Iterator[TokenEvent]:
         return self._events
 
     def close(self) -> None:
         """Stop generating now (a client went away); ``result`` keeps what was produced."""
-        close = getattr(self._events, "close", None)
-        if close is not None:
-            close()
+        self._events.close()
 
     @property
     def result(self) -> Result:
         """The result so far (the final one once iteration has ended)."""
         return Result(self._text.text, list(self.token_ids), self.finish_reason, self.stats, self.strategy)
+
+    def _text_events(
+        self,
+        tokens: Iterator[tuple[int, bool]],
+        target: Model,
+        stop_ids: set[int],
+        finished: Callable[[], None],
+    ) -> Generator[TokenEvent, None, None]:
+        stats, text = self.stats, self._text
+        t0 = time.perf_counter()
+        try:
+            self.finish_reason = "length"  # max tokens or a full context, unless a stop comes first
+            for token, from_draft in tokens:
+                if not stats.ttft_seconds:  # the first step has just been verified
+                    stats.ttft_seconds = stats.prompt_seconds + time.perf_counter() - t0
+                if target.is_eog(token) or token in stop_ids:
+                    self.finish_reason = "stop"
+                    break
+                self.token_ids.append(token)
+                stats.n_tokens += 1
+                piece = text.push(target.token_bytes(token))
+                if piece or not text.stopped:  # an empty event still marks the token
+                    yield TokenEvent(token, piece, from_draft)
+                if text.stopped:
+                    self.finish_reason = "stop"
+                    break
+            rest = text.flush()
+            if rest:
+                yield TokenEvent(None, rest, False)
+        except BaseException:  # Ctrl-C, or the consumer closing the stream early
+            self.finish_reason = "interrupted"
+            raise
+        finally:
+            stats.decode_seconds = time.perf_counter() - t0
+            finished()
+
+
+def _tokens(steps: Iterator[Step], stats: Stats) -> Iterator[tuple[int, bool]]:
+    """Each step's tokens in order, with whether each was a guess the target accepted."""
+    for step in steps:
+        stats.add(step)
+        for i, token in enumerate(step.tokens):
+            yield token, i < step.n_accepted
 
 
 class Pair:
@@ -109,13 +178,10 @@ class Pair:
             a generation's options say otherwise.
         p_min: the draft model stops guessing when its top probability falls below this.
         exact: make greedy output bit-identical to the target alone (``strategy="none"`` of a
-            pair loaded the same way). By default greedy output follows the target's argmax at
-            every verified position, but a batched verification rounds differently from a single
-            step, so after a near-tie it can part from a run without speculation. Exact mode loads
-            the target with kernels that do not depend on the batch size (see
-            :mod:`edgespec.exactness`) and caps each verification at the largest batch found
-            bit-identical on this device (:attr:`batch_cap`, checked up to ``max_draft + 1``, for
-            every strategy, ``auto`` included), at some cost in speed.
+            pair loaded the same way), where by default a batched verification may round
+            differently from a single step after a near-tie. The target is loaded with kernels
+            that do not depend on the batch size (:mod:`edgespec.exactness`), and every strategy
+            verifies at most :attr:`batch_cap` tokens at once, at some cost in speed.
 
     A context manager: ``with Pair(...) as pair:`` frees the models on leaving.
     """
@@ -133,44 +199,29 @@ class Pair:
         p_min: float = 0.75,
         exact: bool = False,
     ) -> None:
-        if n_ctx is not None and n_ctx < 8:
-            raise InvalidParameterError(f"the context size must be at least 8 tokens, got {n_ctx}")
-        if n_threads is not None and n_threads < 1:
-            raise InvalidParameterError(f"threads must be at least 1, got {n_threads}")
-        check("max_draft", max_draft)
-        if not 0 <= p_min <= 1:
-            raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
+        _check_arguments(n_ctx, n_threads, max_draft, p_min)
         threads = n_threads or _available_cpus()
         self.n_gpu_layers = n_gpu_layers
         self.exact = exact
-        if exact and not set_tiled_matmul(False):
-            logger.warning(
-                "exact mode: ggml's tiled matmul was already on in this process; batches are capped lower"
-            )
-        self.target = Model(target, n_gpu_layers=n_gpu_layers, **(exactness.MODEL_OPTIONS if exact else {}))
-        self.draft: Model | None = None
-        if draft is not None:
-            self.draft = Model(draft, n_gpu_layers=n_gpu_layers)
-            check_compatible(self.target, self.draft)
+        self.target, self.draft = _open_models(target, draft, n_gpu_layers, exact)
         n_ctx = n_ctx or min(4096, self.target.n_ctx_train)
         batch = min(n_batch, n_ctx)
         context = exactness.make_context if exact else Context
         self.target_ctx = context(self.target, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
         self.engine = Engine(self.target_ctx)
-        self.batch_cap: int | None = None
+        longest = min(max_draft + 1, batch)  # the longest verification this pair's options allow
+        self.batch_cap = _batch_cap(self.target_ctx, n_gpu_layers, longest) if exact else None
         """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
-        if exact:
-            # Checked up to the longest verification this pair's options allow (--draft-max + 1).
-            self.batch_cap = exact_cap(self.target_ctx, n_gpu_layers, min(max_draft + 1, batch))
-            if note := exactness.no_speculation_note(self.batch_cap, self.target_ctx):
-                logger.warning("%s", note)
         self.lookup = PromptLookup()
         self.draft_model: DraftModel | None = None
         if self.draft is not None:
             draft_ctx = Context(self.draft, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
             self.draft_model = DraftModel(draft_ctx, self.target.n_vocab, p_min)
         self.max_draft = max_draft
-        self._auto: AutoPlanner | None = None
+        self.prompter = Prompter(self.target)
+        """Renders and tokenizes prompts with the target's chat template and vocabulary."""
+        self.planners = Planners(self.lookup, self.draft_model, self._build_auto)
+        """The planner behind each strategy name (``auto``'s built on first use)."""
 
     @property
     def n_ctx(self) -> int:
@@ -179,67 +230,17 @@ class Pair:
 
     def costs(self, refresh: bool = False) -> CostModel:
         """This device's verification and drafting costs (measured once, then cached on disk)."""
-        if self._auto is None or refresh:
-            draft_ctx = self.draft_model.ctx if self.draft_model else None
-            costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
-            self.engine.reset()  # measuring used the caches
-            if self.draft_model:
-                self.draft_model.reset()
-            self._auto = AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
-        return self._auto.costs
+        return self.planners.auto(refresh).costs
+
+    def _build_auto(self, refresh: bool) -> AutoPlanner:
+        draft_ctx = self.draft_model.ctx if self.draft_model else None
+        costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
+        self.reset()  # measuring used the caches
+        return AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
 
     def check_strategy(self, strategy: str) -> None:
         """Raise :class:`InvalidParameterError` unless this pair can run ``strategy``."""
-        check("strategy", strategy)
-        if strategy == "draft" and self.draft_model is None:
-            raise InvalidParameterError("strategy 'draft' needs a draft model (--draft); this pair has none")
-
-    def planner(self, strategy: str, max_draft: int | None = None) -> Planner:
-        """The planner behind a strategy name; fixed strategies guess ``max_draft`` tokens a step."""
-        self.check_strategy(strategy)
-        k = max_draft or self.max_draft
-        if strategy == "none":
-            return FixedPlanner(None, 0)
-        if strategy == "lookup":
-            return FixedPlanner(self.lookup, k)
-        if strategy == "draft":
-            return FixedPlanner(self.draft_model, k)
-        if strategy == "auto":
-            self.costs()
-            assert self._auto is not None
-            return self._auto
-        raise AssertionError(strategy)  # check_strategy knows every strategy
-
-    def render_prompt(self, messages: Sequence[chat.Message], chat_template: str | None = None) -> str:
-        """Chat messages as prompt text, through ``chat_template`` or the target's own template."""
-        template = chat_template or self.target.chat_template()
-        if template is None:
-            raise TemplateError(
-                f"{self.target.path.name} has no chat template; give a raw prompt (--raw) or a template"
-            )
-        return chat.render(
-            template,
-            messages,
-            bos_token=self._special_text(self.target.bos),
-            eos_token=self._special_text(self.target.eos),
-        )
-
-    def _special_text(self, token: int) -> str:
-        return self.target.token_bytes(token, special=True).decode("utf-8", "replace")
-
-    def tokenize_prompt(self, prompt: Prompt | list[int], chat_template: str | None = None) -> list[int]:
-        """Prompt tokens: raw text as is, chat messages through the chat template, token ids as given."""
-        if isinstance(prompt, str):
-            return self.target.tokenize(prompt, add_special=True, parse_special=True)
-        ids = [t for t in prompt if isinstance(t, int)]
-        if len(ids) == len(prompt):  # token ids (or none at all)
-            return ids
-        if ids:
-            raise InvalidParameterError("a prompt is text, chat messages or token ids, not a mix of them")
-        text = self.render_prompt([m for m in prompt if not isinstance(m, int)], chat_template)
-        # Templates that write the BOS themselves must not get a second one from add_special.
-        bos = self._special_text(self.target.bos)
-        return self.target.tokenize(text, add_special=not (bos and text.startswith(bos)), parse_special=True)
+        self.planners.check(strategy)
 
     def stream(
         self,
@@ -248,79 +249,33 @@ class Pair:
         *,
         stop_token_ids: Sequence[int] = (),
         chat_template: str | None = None,
+        planner: Planner | None = None,
         **changes: Any,
     ) -> Generation:
-        """Start generating; iterate the returned :class:`Generation` for token events.
+        """Prefill the prompt and start generating; iterate the returned :class:`Generation`.
 
-        ``prompt`` is raw text, chat messages, or token ids. ``options`` (default:
-        :class:`GenerationOptions`'s defaults) says how; keyword ``changes`` override its fields
-        (``max_tokens=64, temperature=0``). Generation ends at an end-of-generation token, a stop
-        string or token, ``max_tokens``, or a full context. ``options.max_draft`` caps the tokens
-        guessed per step for this generation, whatever the strategy (None: the pair's).
+        ``prompt`` is raw text, chat messages, or token ids. ``options`` (default: the defaults of
+        :class:`GenerationOptions`) says how; keyword ``changes`` override its fields (``max_tokens=64``).
+        Generation ends at an end-of-generation token, a stop string or token, ``max_tokens``, or a full
+        context. ``options.max_draft`` caps the tokens guessed per step for this generation, whatever the
+        strategy (None: the pair's). ``planner`` replaces the strategy's planner (experiments, tests).
         """
         opts = options or GenerationOptions()
         if changes:
             opts = opts.replace(**changes)
-        params = SamplingParams(opts.temperature, opts.top_k, opts.top_p, opts.min_p, opts.seed)
         # Messages are checked (and the prompt tokenized) before the planner is built: building
         # `auto`'s the first time measures the device, seconds that a bad request must not cost.
-        tokens = self.tokenize_prompt(prompt, chat_template)
-        planner = self.planner(opts.strategy, opts.max_draft)
-        stats = Stats(prompt_tokens=len(tokens))
-        text = TextStream(opts.stop)
-        gen = Generation(iter(()), opts.strategy, stats, text)
-        t0 = time.perf_counter()
-        stats.prompt_prefilled = self.engine.start(tokens)
-        stats.prompt_seconds = time.perf_counter() - t0
+        tokens = self.prompter.tokenize(prompt, chat_template)
+        if planner is None:
+            planner = self.planners.get(opts.strategy, opts.max_draft or self.max_draft)
         limit = opts.max_draft or DRAFT_LIMIT
         if self.batch_cap is not None:
             limit = min(limit, self.batch_cap - 1)  # exact mode: no batch beyond the bit-identical ones
-        gen._events = self._events(gen, planner, params, opts.max_tokens, set(stop_token_ids), limit)
-        return gen
+        return Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._remember)
 
-    def _events(
-        self,
-        gen: Generation,
-        planner: Planner,
-        params: SamplingParams,
-        max_tokens: int,
-        stop_ids: set[int],
-        max_draft: int,
-    ) -> Iterator[TokenEvent]:
-        stats, text = gen.stats, gen._text
-        t0 = time.perf_counter()
-        try:
-            gen.finish_reason = "length"  # max tokens or a full context, unless a stop comes first
-            for step in self.engine.steps(planner, params, params.rng(), max_tokens, max_draft):
-                stats.add(step)
-                if stats.steps == 1:
-                    stats.ttft_seconds = stats.prompt_seconds + time.perf_counter() - t0
-                for i, token in enumerate(step.tokens[: max_tokens - len(gen.token_ids)]):
-                    if self.target.is_eog(token) or token in stop_ids:
-                        gen.finish_reason = "stop"
-                        break
-                    gen.token_ids.append(token)
-                    stats.n_tokens += 1
-                    piece = text.push(self.target.token_bytes(token))
-                    if piece:
-                        yield TokenEvent(token, piece, i < step.n_accepted)
-                    elif not text.stopped:
-                        yield TokenEvent(token, "", i < step.n_accepted)
-                    if text.stopped:
-                        gen.finish_reason = "stop"
-                        break
-                if gen.finish_reason == "stop":
-                    break
-            rest = text.flush()
-            if rest:
-                yield TokenEvent(None, rest, False)
-        except BaseException:  # Ctrl-C, or the consumer closing the stream early
-            gen.finish_reason = "interrupted"
-            raise
-        finally:
-            stats.decode_seconds = time.perf_counter() - t0
-            # Later requests (other chats, an editor resending a file) may copy from this one.
-            self.lookup.remember(self.engine.history)
+    def _remember(self) -> None:
+        # Later requests (other chats, an editor resending a file) may copy from this one.
+        self.lookup.remember(self.engine.history)
 
     def generate(
         self, prompt: Prompt | list[int], options: GenerationOptions | None = None, **changes: Any
@@ -330,18 +285,6 @@ class Pair:
         for _ in gen:
             pass
         return gen.result
-
-    def top_two_gap(self, tokens: Sequence[int]) -> float:
-        """The target's top-1 minus top-2 logit for the token after ``tokens``, from a fresh cache.
-
-        Batched verification and single-token decoding may round differently in the last bits;
-        where two greedy runs part, a small gap here says it was a near-tie, not a bug.
-        """
-        self.reset()
-        logits = self.target_ctx.decode(list(tokens), 0, 1)[0]
-        self.reset()
-        top = np.sort(logits)[-2:]
-        return float(top[1] - top[0])
 
     def reset(self, forget_earlier: bool = False) -> None:
         """Forget cached conversation state in both models (a new conversation).
@@ -370,6 +313,40 @@ class Pair:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_arguments(n_ctx: int | None, n_threads: int | None, max_draft: int, p_min: float) -> None:
+    if n_ctx is not None and n_ctx < 8:
+        raise InvalidParameterError(f"the context size must be at least 8 tokens, got {n_ctx}")
+    if n_threads is not None and n_threads < 1:
+        raise InvalidParameterError(f"threads must be at least 1, got {n_threads}")
+    check("max_draft", max_draft)
+    if not 0 <= p_min <= 1:
+        raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
+
+
+def _open_models(
+    target: str | Path, draft: str | Path | None, n_gpu_layers: int, exact: bool
+) -> tuple[Model, Model | None]:
+    """The target (loaded exact mode's way when asked) and the draft, checked to fit the target."""
+    if exact and not set_tiled_matmul(False):
+        logger.warning(
+            "exact mode: ggml's tiled matmul was already on in this process; batches are capped lower"
+        )
+    target_model = Model(target, n_gpu_layers=n_gpu_layers, **(exactness.MODEL_OPTIONS if exact else {}))
+    if draft is None:
+        return target_model, None
+    draft_model = Model(draft, n_gpu_layers=n_gpu_layers)
+    check_compatible(target_model, draft_model)
+    return target_model, draft_model
+
+
+def _batch_cap(target_ctx: Context, n_gpu_layers: int, max_n: int) -> int:
+    """Exact mode's verification cap on this device, with a warning when it allows no guess."""
+    cap = exact_cap(target_ctx, n_gpu_layers, max_n)
+    if note := exactness.no_speculation_note(cap, target_ctx):
+        logger.warning("%s", note)
+    return cap
 
 
 def _available_cpus() -> int:

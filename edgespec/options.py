@@ -10,6 +10,8 @@ from a :class:`GenerationOptions` and validates the request's fields through it,
 'lookup'
 >>> opts.parse("top_p", "0.9").top_p
 0.9
+>>> opts.parse_setting("temp 0.2").temperature
+0.2
 """
 
 from __future__ import annotations
@@ -177,6 +179,17 @@ class GenerationOptions:
         except ValueError:
             raise InvalidParameterError(f"{flag} must be {rule.describe()}, got {text!r}") from None
         return self.replace(**{name: value})
+
+    def parse_setting(self, setting: str) -> GenerationOptions:
+        """A copy with one option set from ``NAME VALUE`` text (chat's ``/set top_p 0.9``); a
+        missing or bad name or value says what is allowed."""
+        flag, _, text = setting.strip().partition(" ")
+        if not text.strip():
+            name = FLAGS.get(flag)
+            if name is None:
+                raise InvalidParameterError(f"give a setting and its value; settings: {', '.join(FLAGS)}")
+            raise InvalidParameterError(f"{flag} needs a value: {RULES[name].describe()}")
+        return self.parse(flag, text)
 
     def flags(self) -> dict[str, object]:
         """The sampling flags and their values (``temp=0.8 ...`` for ``/set`` without arguments)."""

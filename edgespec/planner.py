@@ -3,9 +3,9 @@
 On a compute-bound CPU the target verifies n tokens for nearly n single steps, so a guess only
 pays when it is cheap and likely kept; on a GPU verification is nearly flat in n and a draft model
 pays. The device's costs come from :mod:`edgespec.costs`, how often a guess is kept from
-:mod:`edgespec.calibration`; :class:`AutoPlanner` picks, each step, the option that adds tokens fastest against the
-rate generation already reaches (drafting nothing when nothing pays), and decides each drafted
-guess as it comes (:class:`DraftPlan`).
+:mod:`edgespec.calibration`; :class:`AutoPlanner` picks, each step, the option that adds tokens
+fastest against the rate generation already reaches (drafting nothing when nothing pays), and
+decides each drafted guess as it comes (:class:`DraftPlan`).
 """
 
 from __future__ import annotations

@@ -149,7 +149,8 @@ def compare_modes(args: argparse.Namespace) -> int:
     )
     print(f"edgespec's measured costs (single steps): {curve}; draft {draft_cost:.2f} of a step", flush=True)
     texts = {
-        p.id: p.text if p.raw else pair.render_prompt([{"role": "user", "content": p.text}]) for p in prompts
+        p.id: p.text if p.raw else pair.prompter.render([{"role": "user", "content": p.text}])
+        for p in prompts
     }
     modes = [*EDGESPEC_MODES, *NATIVE_MODES]
     runs: list[Run] = []

@@ -61,7 +61,7 @@ def record(args: argparse.Namespace) -> None:
         if args.categories and p["category"] not in args.categories:
             continue
         text = p["text"] if p.get("raw") else [{"role": "user", "content": p["text"]}]
-        prompt = pair.tokenize_prompt(text)
+        prompt = pair.prompter.tokenize(text)
         t0 = time.perf_counter()
         out = pair.generate(prompt, max_tokens=args.max_tokens, temperature=0, strategy="lookup").token_ids
         seq = [*prompt, *out]

@@ -38,9 +38,9 @@ def test_run_bench_reads_raw_prompts_without_the_template(tiny: dict[str, Path])
     report = run_bench(pair, [raw], ["draft"], max_tokens=8)
     assert report.mismatches == []
     # the template would wrap the text in <|im_start|>user ... ; raw, the output continues the text
-    templated = pair.tokenize_prompt([{"role": "user", "content": raw.text}])
-    assert pair.tokenize_prompt(raw.prompt) == pair.target.tokenize(raw.text, add_special=True)
-    assert len(templated) > len(pair.tokenize_prompt(raw.prompt))
+    templated = pair.prompter.tokenize([{"role": "user", "content": raw.text}])
+    assert pair.prompter.tokenize(raw.prompt) == pair.target.tokenize(raw.text, add_special=True)
+    assert len(templated) > len(pair.prompter.tokenize(raw.prompt))
     none = next(r for r in report.runs if r.strategy == "none")
     want = pair.generate(raw.text, max_tokens=8, temperature=0, strategy="none")
     assert none.token_ids == want.token_ids

@@ -74,7 +74,7 @@ def test_raise_exception_and_bad_messages() -> None:
 
 def test_gguf_template_with_bos_is_not_doubled(tiny: dict[str, Path]) -> None:
     pair = Pair(tiny["target"], n_ctx=256, n_threads=1)
-    tokens = pair.tokenize_prompt(MESSAGES)
+    tokens = pair.prompter.tokenize(MESSAGES)
     assert tokens[0] == pair.target.bos and tokens[1] != pair.target.bos
     assert tokens.count(259) == 3  # <|im_start|> as control tokens: system, user, assistant
     assert pair.target.detokenize(tokens, special=True).endswith("<|im_start|>assistant\n")
@@ -83,5 +83,5 @@ def test_gguf_template_with_bos_is_not_doubled(tiny: dict[str, Path]) -> None:
 def test_model_without_template_gives_a_clear_error(tiny: dict[str, Path]) -> None:
     pair = Pair(tiny["notemplate"], n_ctx=256, n_threads=1)
     with pytest.raises(TemplateError, match="no chat template"):
-        pair.tokenize_prompt(MESSAGES)
+        pair.prompter.tokenize(MESSAGES)
     assert pair.generate("raw text works", max_tokens=3, temperature=0).token_ids

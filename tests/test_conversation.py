@@ -88,11 +88,31 @@ def test_settings_refuse_bad_values_saying_what_is_allowed(name: str, text: str,
     assert allowed in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("setting", "allowed"),
+    [
+        ("temp", "temp needs a value: a number >= 0"),
+        ("  ", "give a setting and its value; settings: temp, top_k"),
+        ("colour blue", "unknown setting 'colour'"),
+        ("top_p 2", "top_p must be a number in (0, 1]"),
+    ],
+)
+def test_a_setting_needs_a_known_name_and_a_good_value(setting: str, allowed: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        GenerationOptions().parse_setting(setting)
+    assert allowed in str(info.value)
+
+
+def test_a_setting_is_read_from_name_and_value() -> None:
+    assert GenerationOptions().parse_setting(" top_k  7 ").top_k == 7
+    assert GenerationOptions(seed=3).parse_setting("seed none").seed is None
+
+
 def test_strategy_draft_needs_a_draft_model(tiny: dict[str, Path]) -> None:
     with Pair(tiny["target"], n_ctx=128, n_threads=1) as alone:
         conv = Conversation(alone)
         with pytest.raises(InvalidParameterError, match="draft model"):
-            conv.set_option("strategy", "draft")
+            conv.set_settings(GenerationOptions(strategy="draft"))
         assert conv.settings == GenerationOptions()  # a refused setting changes nothing
         with pytest.raises(InvalidParameterError, match="draft model"):
             Conversation(alone, settings=GenerationOptions(strategy="draft"))
@@ -125,9 +145,9 @@ def test_second_turn_prefills_only_the_new_tokens(conv: Conversation) -> None:
 
 def test_history_keeps_the_generated_tokens_not_a_retokenization(conv: Conversation, pair: Pair) -> None:
     say(conv, LONG_REPLY)
-    reply = conv._history
+    reply = conv.history.last
     assert reply is not None
-    prompt = pair.tokenize_prompt(conv.messages[:1])
+    prompt = pair.prompter.tokenize(conv.messages[:1])
     generated = reply.tokens[len(prompt) :]
     assert reply.tokens[: len(prompt)] == prompt
     # The tiny model babbles bytes that are not UTF-8; its text would re-tokenize differently.
@@ -184,8 +204,8 @@ def test_a_reply_cut_inside_a_character_keeps_only_whole_characters(conv: Conver
     ok = pair.target.tokenize("ok", add_special=False)
     euro = pair.target.tokenize("€", add_special=False)  # three byte tokens in the tiny vocabulary
     assert len(euro) == 3
-    assert conv._tokens_for(ok + euro[:2], "ok") == ok
-    assert conv._tokens_for(ok + euro, "ok€") == ok + euro
+    assert conv.history.tokens_for(ok + euro[:2], "ok") == ok
+    assert conv.history.tokens_for(ok + euro, "ok€") == ok + euro
 
 
 def test_regen_redoes_the_last_reply_from_the_cache(conv: Conversation) -> None:

@@ -156,7 +156,7 @@ def test_a_continued_prompt_prefills_only_new_tokens(pairs: dict[str, Pair]) -> 
     pair = pairs["draft-same"]
     pair.max_draft = 4
     first = pair.generate(PROMPTS[0], max_tokens=10, temperature=0, strategy="draft")
-    prompt = pair.tokenize_prompt(PROMPTS[0]) + first.token_ids
+    prompt = pair.prompter.tokenize(PROMPTS[0]) + first.token_ids
     assert pair.draft_model is not None
     before = pair.draft_model.n_prefilled
     second = pair.generate([*prompt, 50, 51, 52], max_tokens=5, temperature=0, strategy="draft")
@@ -212,24 +212,28 @@ class ModelTimePlanner(AutoPlanner):
 FLAT = {1: 1.0, 2: 1.05, 4: 1.1, 8: 1.2, 16: 1.4, 32: 2.0, 64: 3.0}
 
 
+def model_time_planner(pair: Pair, draft_s: float, max_draft: int) -> ModelTimePlanner:
+    """auto's planner for ``pair`` on the flat curve, taking copies as sure while short and as
+    doubtful after: the draft goes on where a copy stops."""
+    planner = ModelTimePlanner(CostModel(dict(FLAT), draft_s), pair.lookup, pair.draft_model, max_draft)
+    for m in range(1, 200, 3):
+        planner.copies.observe([m] * 20, [m < 6] * 20)
+    return planner
+
+
 @pytest.mark.parametrize("kind", ["draft-same", "draft-noisy"])
 def test_greedy_output_of_joined_proposals_equals_target_alone(pairs: dict[str, Pair], kind: str) -> None:
     pair = pairs[kind]
     sources: set[str] = set()
     for max_draft, draft_s in ((3, 0.05), (8, 0.1), (16, 0.2)):
-        pair._auto = ModelTimePlanner(
-            CostModel(dict(FLAT), draft_s), pair.lookup, pair.draft_model, max_draft
-        )
-        for m in range(1, 200, 3):  # copies taken as sure while short and doubtful after: the draft goes on
-            pair._auto.copies.observe([m] * 20, [m < 6] * 20)
+        planner = model_time_planner(pair, draft_s, max_draft)
         for prompt in PROMPTS:
             want = reference(pair, prompt, 80)
             pair.reset(forget_earlier=True)  # or the reply just generated would be copied whole
-            got = pair.generate(prompt, max_tokens=80, temperature=0, strategy="auto", max_draft=max_draft)
+            got = pair.generate(prompt, max_tokens=80, temperature=0, max_draft=max_draft, planner=planner)
             assert got.token_ids == want
             assert max(len(p) for p in [got.stats.to_dict()["drafted_by_position"]]) <= max_draft  # type: ignore[arg-type]
             sources |= set(got.stats.steps_by_source)
-    pair._auto = None
     if kind == "draft-noisy":  # a perfect draft leaves copies nothing to do
         assert {"lookup+draft", "draft+lookup", "draft"} <= sources, sources
 
@@ -242,13 +246,10 @@ def test_sampling_with_joined_proposals_is_reproducible(pairs: dict[str, Pair]) 
         runs = []
         for _ in range(2):
             pair.reset(forget_earlier=True)
-            pair._auto = ModelTimePlanner(CostModel(dict(FLAT), 0.1), pair.lookup, pair.draft_model, 8)
-            for m in range(1, 200, 3):
-                pair._auto.copies.observe([m] * 20, [m < 6] * 20)
-            runs.append(pair.generate(prompt, max_tokens=60, temperature=0.9, seed=5, strategy="auto"))
+            planner = model_time_planner(pair, 0.1, 8)
+            runs.append(pair.generate(prompt, max_tokens=60, temperature=0.9, seed=5, planner=planner))
         assert runs[0].token_ids == runs[1].token_ids and runs[0].token_ids
         sources |= set(runs[0].stats.steps_by_source)
-    pair._auto = None
     assert any("+" in s for s in sources), sources
 
 

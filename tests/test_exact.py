@@ -118,7 +118,7 @@ def test_exact_pair_verifies_batches(exact_pair: Pair) -> None:
 def test_exact_greedy_speculation_is_token_identical(exact_pair: Pair, name: str) -> None:
     messages = [{"role": "user", "content": PROMPTS[name]}]
     if name == "long-context":
-        assert len(exact_pair.tokenize_prompt(messages)) > 600
+        assert len(exact_pair.prompter.tokenize(messages)) > 600
     want = exact_pair.generate(messages, max_tokens=MAX_TOKENS, temperature=0, strategy="none")
     assert len(want.token_ids) == MAX_TOKENS, want.text  # a full-length reply, not an early stop
     for strategy in STRATEGIES:

@@ -114,12 +114,12 @@ def test_the_python_api_refuses_what_openai_refuses(tiny_pair: Pair) -> None:
     with pytest.raises(InvalidParameterError, match="no vision"):
         tiny_pair.stream(image, strategy="none")
     with pytest.raises(InvalidParameterError, match="at least one message"):
-        tiny_pair.render_prompt([])
+        tiny_pair.prompter.render([])
 
 
 def test_the_python_api_takes_what_openai_takes(tiny_pair: Pair) -> None:
     parts = [{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]}, USER]
     plain = [{"role": "system", "content": "Be brief."}, USER]
-    assert tiny_pair.tokenize_prompt(parts) == tiny_pair.tokenize_prompt(plain)
+    assert tiny_pair.prompter.tokenize(parts) == tiny_pair.prompter.tokenize(plain)
     result = tiny_pair.generate(parts, max_tokens=3, temperature=0, strategy="none")
     assert result.text == tiny_pair.generate(plain, max_tokens=3, temperature=0, strategy="none").text

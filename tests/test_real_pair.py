@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgespec import Pair
-from edgespec.bench import NEAR_TIE
+from edgespec.bench import NEAR_TIE, top_two_gap
 
 pytestmark = pytest.mark.real
 
@@ -44,7 +44,7 @@ def test_greedy_speculation_equals_target_alone(pair: Pair, prompt: str, expecte
         # Batched verification and single-token decoding may round differently; a divergence is
         # only acceptable where the target's top two logits are (nearly) tied.
         i = next(i for i, (a, b) in enumerate(zip(got.token_ids, want.token_ids, strict=False)) if a != b)
-        gap = pair.top_two_gap(pair.tokenize_prompt(messages) + want.token_ids[:i])
+        gap = top_two_gap(pair, pair.prompter.tokenize(messages) + want.token_ids[:i])
         assert gap < NEAR_TIE, f"{strategy} diverged at token {i} with a top-two gap of {gap:.3f}"
 
 

@@ -24,8 +24,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from edgespec import Pair
+from edgespec.engine import Step
 from edgespec.errors import LlamaError
-from edgespec.generate import Generation, TokenEvent
 from edgespec.server import Running, ServerConfig, create_app, start_in_thread
 
 MODEL = "tiny"
@@ -78,20 +78,15 @@ def client(server: Running) -> openai.OpenAI:
 
 
 def _slowed(pair: Pair, delay_s: float) -> None:
-    """Make every token of ``pair``'s generations take ``delay_s`` longer."""
-    stream = pair.stream
+    """Make every token of ``pair``'s generations take ``delay_s`` longer (slept step by step)."""
+    steps = pair.engine.steps
 
-    def slow_events(events: Iterator[TokenEvent]) -> Iterator[TokenEvent]:
-        for event in events:
-            time.sleep(delay_s)
-            yield event
+    def slow_steps(*args: Any, **kwargs: Any) -> Iterator[Step]:
+        for step in steps(*args, **kwargs):
+            time.sleep(delay_s * len(step.tokens))
+            yield step
 
-    def slow_stream(*args: Any, **kwargs: Any) -> Generation:
-        gen = stream(*args, **kwargs)
-        gen._events = slow_events(gen._events)
-        return gen
-
-    pair.stream = slow_stream  # type: ignore[method-assign]
+    pair.engine.steps = slow_steps  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +326,7 @@ def test_multipart_text_content_and_developer_role(client: openai.OpenAI) -> Non
 
 
 def test_token_id_prompt(client: openai.OpenAI, pair: Pair) -> None:
-    tokens = pair.tokenize_prompt(LONG_PROMPT)
+    tokens = pair.prompter.tokenize(LONG_PROMPT)
     by_ids = client.completions.create(model=MODEL, prompt=tokens, max_tokens=20, temperature=0)
     by_text = client.completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=20, temperature=0)
     assert by_ids.choices[0].text == by_text.choices[0].text
@@ -564,18 +559,13 @@ def test_target_without_template_or_draft(tiny: dict[str, Path]) -> None:
 
 def test_llama_failure_mid_generation(tiny: dict[str, Path]) -> None:
     with Pair(tiny["target"], n_ctx=256, n_threads=1) as loaded:
-        stream = loaded.stream
+        steps = loaded.engine.steps
 
-        def failing_events(events: Iterator[TokenEvent]) -> Iterator[TokenEvent]:
-            yield next(events)
+        def failing_steps(*args: Any, **kwargs: Any) -> Iterator[Step]:
+            yield next(steps(*args, **kwargs))
             raise LlamaError("llama_decode failed (-3)")
 
-        def failing_stream(*args: Any, **kwargs: Any) -> Generation:
-            gen = stream(*args, **kwargs)
-            gen._events = failing_events(gen._events)
-            return gen
-
-        loaded.stream = failing_stream  # type: ignore[method-assign]
+        loaded.engine.steps = failing_steps  # type: ignore[method-assign]
         running = _serve(loaded)
         try:
             body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 20, "stream": True}

@@ -7,26 +7,21 @@ save the conversation, or start over.
 
 from __future__ import annotations
 
-import sys
 import time
 import unicodedata
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 from rich.console import Console
 
+from edgespec.cli.chat_input import Reader, reader
 from edgespec.cli.options import generation_options, load_pair, model_options, sampling_options
 from edgespec.conversation import Conversation, Reply, Totals
 from edgespec.errors import EdgespecError
 from edgespec.generate import Stats, TokenEvent
-from edgespec.options import FLAGS, RULES
-from edgespec.paths import data_dir
+from edgespec.options import FLAGS
 
-PROMPT = ">>> "
-CONTINUATION = "... "
-BLOCK = '"""'
 DRAFT_STYLE = "green"
 """Accepted-guess tokens under --show-draft: a standard ANSI colour, so the terminal's own palette
 keeps it readable on dark and light backgrounds."""
@@ -59,96 +54,8 @@ def chat(system: str | None, show_draft: bool, quiet: bool, token_delay: float, 
     settings = generation_options(options)
     with load_pair(**options) as pair:
         conversation = Conversation(pair, system=system, settings=settings)
-        ui = ChatUI(conversation, _reader(), show_draft=show_draft, quiet=quiet, token_delay=token_delay)
+        ui = ChatUI(conversation, reader(), show_draft=show_draft, quiet=quiet, token_delay=token_delay)
         ui.run()
-
-
-# ---------------------------------------------------------------------------- input
-
-
-class Reader(Protocol):
-    """Reads one message; raises EOFError at the end of input, KeyboardInterrupt on Ctrl-C."""
-
-    def read(self) -> str:
-        """The next message (a multi-line block comes back as one message)."""
-        ...
-
-
-def _reader() -> Reader:
-    """prompt_toolkit on a terminal; plain lines when stdin is a pipe or a file."""
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        return TerminalReader(data_dir() / "chat_history")
-    return PlainReader()
-
-
-def is_open_block(text: str) -> bool:
-    """Whether ``text`` opens a ``\"\"\"`` block that no line has closed yet."""
-    lines = text.split("\n")
-    return lines[0].strip() == BLOCK and not (len(lines) > 1 and lines[-1].strip() == BLOCK)
-
-
-def unwrap_block(text: str) -> str:
-    """The message inside a ``\"\"\"`` block (the text itself when it is not one)."""
-    lines = text.split("\n")
-    if lines[0].strip() != BLOCK:
-        return text
-    body = lines[1:-1] if len(lines) > 1 and lines[-1].strip() == BLOCK else lines[1:]
-    return "\n".join(body)
-
-
-class TerminalReader:
-    """prompt_toolkit input with history across sessions and multi-line editing."""
-
-    def __init__(self, history_path: Path) -> None:
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.application import get_app
-        from prompt_toolkit.filters import Condition
-        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
-        from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-
-        history: History
-        try:
-            history_path.parent.mkdir(parents=True, exist_ok=True)
-            history_path.touch()
-            history = FileHistory(str(history_path))
-        except OSError:
-            history = InMemoryHistory()
-        bindings = KeyBindings()
-        in_block = Condition(lambda: is_open_block(get_app().current_buffer.text))
-
-        @bindings.add("escape", "enter")
-        @bindings.add("enter", filter=in_block)
-        def _newline(event: KeyPressEvent) -> None:
-            event.current_buffer.insert_text("\n")
-
-        self._session: PromptSession[str] = PromptSession(
-            history=history,
-            key_bindings=bindings,
-            prompt_continuation=lambda width, line, soft: CONTINUATION,
-            multiline=False,
-        )
-
-    def read(self) -> str:
-        """One message, ``\"\"\"`` markers removed."""
-        return unwrap_block(self._session.prompt(PROMPT))
-
-
-class PlainReader:
-    """Lines from stdin, for pipes and scripts; ``\"\"\"`` blocks work the same."""
-
-    def read(self) -> str:
-        """One message; EOFError at the end of input."""
-        text = self._line()
-        while is_open_block(text):
-            text += "\n" + self._line()
-        return unwrap_block(text)
-
-    @staticmethod
-    def _line() -> str:
-        line = sys.stdin.readline()
-        if not line:
-            raise EOFError
-        return line.rstrip("\n")
 
 
 # ---------------------------------------------------------------------------- output
@@ -201,7 +108,8 @@ def format_totals(totals: Totals) -> str:
 
 
 class ChatUI:
-    """The read-reply loop: messages go to the conversation, slash commands are handled here."""
+    """The read-reply loop: messages go to the conversation and replies stream to the console;
+    slash commands go to :class:`Commands`."""
 
     def __init__(
         self,
@@ -222,17 +130,7 @@ class ChatUI:
         # NO_COLOR: rich drops colours but keeps attributes such as dim; plain text is asked for.
         self.note_style = None if self.console.no_color else NOTE_STYLE
         self._planned = False
-        self.commands: dict[str, Callable[[str], bool]] = {
-            "/help": self._help,
-            "/exit": self._exit,
-            "/bye": self._exit,
-            "/clear": self._clear,
-            "/regen": self._regen,
-            "/system": self._system,
-            "/set": self._set,
-            "/stats": self._stats,
-            "/save": self._save,
-        }
+        self.commands = Commands(conversation, self.note, self._respond).by_name
 
     def run(self) -> None:
         """Read and answer until Ctrl-D, /exit or /bye."""
@@ -336,7 +234,37 @@ class ChatUI:
             self.console.print("green", style=DRAFT_STYLE, end="")
             self.note(": tokens the draft guessed and the target accepted")
 
-    # ------------------------------------------------------------------ commands
+
+class Commands:
+    """chat's slash commands (:attr:`by_name`); each takes the text after its name and returns False
+    to leave.
+
+    Args:
+        conversation: what the commands show and change.
+        note: prints a line that is not the model's.
+        respond: streams a reply, given what starts it (``/regen``).
+    """
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        note: Callable[[str], None],
+        respond: Callable[[Callable[[], Reply]], None],
+    ) -> None:
+        self.conversation = conversation
+        self.note = note
+        self.respond = respond
+        self.by_name: dict[str, Callable[[str], bool]] = {
+            "/help": self._help,
+            "/exit": self._exit,
+            "/bye": self._exit,
+            "/clear": self._clear,
+            "/regen": self._regen,
+            "/system": self._system,
+            "/set": self._set,
+            "/stats": self._stats,
+            "/save": self._save,
+        }
 
     def _help(self, arg: str) -> bool:
         self.note(HELP.format(names=", ".join(FLAGS)))
@@ -351,7 +279,7 @@ class ChatUI:
         return True
 
     def _regen(self, arg: str) -> bool:
-        self._respond(self.conversation.regen)
+        self.respond(self.conversation.regen)
         return True
 
     def _system(self, arg: str) -> bool:
@@ -363,16 +291,13 @@ class ChatUI:
         return True
 
     def _set(self, arg: str) -> bool:
-        if not arg:
-            self.note(" ".join(f"{k}={v}" for k, v in self.conversation.settings.flags().items()))
-            return True
-        name, _, value = arg.partition(" ")
-        if not value.strip():
-            allowed = f" ({name} is {RULES[FLAGS[name]].describe()})" if name in FLAGS else ""
-            self.note(f"usage: /set NAME VALUE{allowed}")
-            return True
-        self.conversation.set_option(name, value)
-        self.note(f"({name} = {self.conversation.settings.flags()[name]})")
+        conversation = self.conversation
+        if arg:
+            conversation.set_settings(conversation.settings.parse_setting(arg))
+            name = arg.split()[0]
+            self.note(f"({name} = {conversation.settings.flags()[name]})")
+        else:
+            self.note(" ".join(f"{k}={v}" for k, v in conversation.settings.flags().items()))
         return True
 
     def _stats(self, arg: str) -> bool:

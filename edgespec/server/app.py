@@ -252,7 +252,7 @@ def _token_ids(tokens: list[int], n_vocab: int) -> list[int]:
 def _starter(prompt: Prompt | list[int], options: GenerationOptions) -> Callable[[Pair], Generation]:
     def start(pair: Pair) -> Generation:
         try:
-            tokens = pair.tokenize_prompt(prompt)
+            tokens = pair.prompter.tokenize(prompt)
         except UnicodeEncodeError as exc:  # JSON can carry lone surrogates, which are not text
             raise InvalidParameterError(f"the prompt is not valid Unicode: {exc.reason}") from exc
         if not tokens:
