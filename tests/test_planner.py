@@ -9,7 +9,8 @@ import pytest
 
 from edgespec.calibration import Calibration, copy_calibration
 from edgespec.costs import CostModel
-from edgespec.planner import AutoPlanner, DraftPlan
+from edgespec.planner import AutoPlanner
+from edgespec.plans import DraftPlan
 from edgespec.proposers import Plan, PromptLookup, Proposal
 from edgespec.sampling import GREEDY
 
