@@ -142,6 +142,9 @@ def test_ctrl_c_stops_the_reply_and_the_conversation_goes_on(
 ) -> None:
     for chat in start([*greedy, "--token-delay", "0.05"], env):
         chat.child.sendline(LONG_REPLY)
+        # Once the input line is accepted the terminal leaves raw mode; a Ctrl-C sent before that
+        # (a loaded machine) would reach the next prompt as a key, not the reply as a signal.
+        chat.child.expect_exact("\r\n")
         time.sleep(1.5)
         chat.child.sendintr()
         chat.child.expect_exact("(interrupted)")
