@@ -15,6 +15,7 @@ import numpy as np
 from edgespec.calibration import expected_tokens
 from edgespec.costs import CostModel
 from edgespec.options import DRAFT_LIMIT
+from edgespec.plans import catch_up_s
 
 PAYS = 1.05
 """A gain below 5 % is within the timing noise: it does not count as paying."""
@@ -67,7 +68,7 @@ def drafting_s(costs: CostModel, rates: np.ndarray) -> np.ndarray:
     one is a draft step."""
     assert costs.draft_s is not None
     all_kept = np.cumprod(rates)  # the previous step's k guesses were all kept
-    catch_up = all_kept * costs.draft_batch(2) + (1 - all_kept) * costs.draft_batch(1)
+    catch_up = all_kept * catch_up_s(costs, 2) + (1 - all_kept) * catch_up_s(costs, 1)
     return np.concatenate(([0.0], catch_up + costs.draft_s * np.arange(len(rates))))
 
 
