@@ -117,8 +117,9 @@ def native_run(
 
 
 def edgespec_run(pair: Pair, strategy: str, prompt: BenchPrompt, n_predict: int) -> dict[str, float]:
-    """One generation in this process, as ``edgespec bench`` runs it."""
-    pair.reset()
+    """One generation in this process, as ``edgespec bench`` runs it: copying from nothing but its
+    own prompt and output (not from the runs before it, which answered the same prompt)."""
+    pair.reset(forget_earlier=True)
     s = pair.generate(prompt.prompt, max_tokens=n_predict, temperature=0.0, strategy=strategy).stats
     return {
         "n_tokens": s.n_tokens,

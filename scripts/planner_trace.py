@@ -2,6 +2,7 @@
 
     python scripts/planner_trace.py record --target T.gguf --draft D.gguf --out traces.json
     python scripts/planner_trace.py replay traces.json --curve q4     # or --curve heavy
+    python scripts/planner_trace.py ceiling traces.json               # what an oracle reaches
 
 ``record`` runs the target greedily on the benchmark prompts and, for every position of its
 output, the draft model's greedy guess and top probability given the true text before it (one
@@ -10,6 +11,11 @@ the real AutoPlanner over those traces, with a stand-in draft model that answers
 and charges each step what the cost curve says (single-step units). It prints the expected speed-up
 over the target alone per category: a deterministic figure, free of the noise of a loaded machine.
 The stand-in draft's batches (catching up after a copy) are charged on ``--draft-curve``.
+
+``ceiling`` is the bound any planner of single-chain guesses (no token trees) has on the traces:
+an oracle that knows, at each position, how far the draft's guesses and the best copy will be kept,
+and chooses the fastest sequence of steps by dynamic programming. It is generous to the draft: its
+catching up is charged as two tokens a step, the prompt's prefill not at all.
 """
 
 from __future__ import annotations
@@ -217,6 +223,42 @@ def replay(args: argparse.Namespace) -> None:
     )
 
 
+def _kept_run(guesses: Sequence[int], out: Sequence[int], t: int) -> int:
+    n = 0
+    while n < len(guesses) and t + n < len(out) and guesses[n] == out[t + n]:
+        n += 1
+    return n
+
+
+def ceiling(args: argparse.Namespace) -> None:
+    traces = json.loads(Path(args.traces).read_text())
+    for name, (curve, draft_s) in sorted(CURVES.items()):
+        costs = CostModel(dict(curve), draft_s)
+        by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for trace in traces:
+            prompt, out, guess = trace["prompt"], trace["output"], trace["guess"]
+            lookup = PromptLookup()
+            n_out = len(out)
+            # best[t]: least seconds (single steps) to produce out[t:] once out[:t] is verified.
+            best = [0.0] * (n_out + 1)
+            for t in range(n_out - 1, -1, -1):
+                room = min(n_out - t - 1, 63)
+                copy = lookup.propose([*prompt, *out[:t]], room, GREEDY, RNG).tokens
+                drafted = _kept_run(guess[t : t + room], out, t)
+                options = [costs.verify(1) + best[t + 1]]
+                options += [
+                    costs.verify(n + 1) + best[t + n + 1] for n in range(1, _kept_run(copy, out, t) + 1)
+                ]
+                options += [
+                    costs.verify(n + 1) + draft_s * (n + 1) + best[t + n + 1] for n in range(1, drafted + 1)
+                ]
+                best[t] = min(options)
+            cat = by_cat[trace["category"]]
+            cat[0] += n_out
+            cat[1] += best[0]
+        print(f"{name}: " + ", ".join(f"{c} {n / s:.2f}x" for c, (n, s) in by_cat.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,8 +278,10 @@ def main() -> None:
     p.add_argument("--no-draft", action="store_true")
     p.add_argument("--policy", default="auto", help="auto, or a fixed one: draft:K (p_min 0.75) or lookup:K")
     p.add_argument("--carry", action="store_true", help="keep what the planner learned across prompts")
+    c = sub.add_parser("ceiling")
+    c.add_argument("traces")
     args = parser.parse_args()
-    record(args) if args.command == "record" else replay(args)
+    {"record": record, "replay": replay, "ceiling": ceiling}[args.command](args)
 
 
 if __name__ == "__main__":
