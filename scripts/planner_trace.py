@@ -1,21 +1,25 @@
 """Tune the planner without a quiet machine: record traces once, replay planners against a curve.
 
     python scripts/planner_trace.py record --target T.gguf --draft D.gguf --out traces.json
-    python scripts/planner_trace.py replay traces.json --curve q4     # or --curve heavy
-    python scripts/planner_trace.py ceiling traces.json               # what an oracle reaches
+    python scripts/planner_trace.py replay traces.json --curve q4     # heavy, or a bench --json report
+    python scripts/planner_trace.py ceiling traces.json [--trees]     # what an oracle reaches
 
 ``record`` runs the target greedily on the benchmark prompts and, for every position of its
-output, the draft model's greedy guess and top probability given the true text before it (one
-batched pass: while the draft's guesses are kept, its context is the true text). ``replay`` runs
-the real AutoPlanner over those traces, with a stand-in draft model that answers from the record,
-and charges each step what the cost curve says (single-step units). It prints the expected speed-up
-over the target alone per category: a deterministic figure, free of the noise of a loaded machine.
-The stand-in draft's batches (catching up after a copy) are charged on ``--draft-curve``.
+output, the draft model's greedy guess, second choice and top probability given the true text
+before it (one batched pass: while the draft's guesses are kept, its context is the true text).
+``replay`` runs the real AutoPlanner over those traces, with a stand-in draft model that answers
+from the record, and charges each step what the cost curve says (single-step units). It prints the
+expected speed-up over the target alone per category: a deterministic figure, free of the noise
+of a loaded machine. The stand-in draft's batches (catching up after a copy) are charged on
+``DRAFT_CURVE``.
 
-``ceiling`` is the bound any planner of single-chain guesses (no token trees) has on the traces:
-an oracle that knows, at each position, how far the draft's guesses and the best copy will be kept,
-and chooses the fastest sequence of steps by dynamic programming. It is generous to the draft: its
-catching up is charged as two tokens a step, the prompt's prefill not at all.
+``ceiling`` is the bound any planner of single-chain guesses has on the traces: an oracle that
+knows, at each position, how far the draft's guesses and the best copy will be kept (and a copy
+the draft continues), and chooses the fastest sequence of steps by dynamic programming. It is
+generous to the draft: its catching up is charged as two tokens a step, the prompt's prefill not
+at all. With ``--trees`` it may also verify a second branch where the draft is first rejected
+(the draft's second choice there, then its guesses), the rows of both branches on the curve: the
+bound for two-branch token trees.
 """
 
 from __future__ import annotations
@@ -50,6 +54,17 @@ CURVES = {
 # Q4 target's; long ones (catching up on a prompt) were measured at 128: 34, 256: 50 single steps.
 DRAFT_CURVE = {**CURVES["q4"][0], 128: 34.0, 256: 50.0}
 RNG = np.random.default_rng(0)
+
+
+def load_curve(name: str) -> tuple[dict[int, float], float]:
+    """A named curve, or the one an ``edgespec bench --json`` report measured (``cost_curve`` in
+    single steps, ``draft_cost``)."""
+    if name in CURVES:
+        return CURVES[name]
+    report = json.loads(Path(name).read_text())
+    return {int(n): float(c) for n, c in report["cost_curve"].items()}, float(report["draft_cost"])
+
+
 PLANNER_TIME = [0.0, 0]  # seconds spent in propose and observe, steps
 
 
@@ -73,14 +88,16 @@ def record(args: argparse.Namespace) -> None:
         seq = [*prompt, *out]
         draft.clear()
         draft.decode(seq[: len(prompt) - 1], 0, 0)
-        guess, top = [], []
+        guess, top, second = [], [], []
         pos = len(prompt) - 1
         while pos < len(seq):
             chunk = seq[pos : pos + 256]
             logits = draft.decode(chunk, pos, len(chunk))
             for row in logits:
-                g = int(np.argmax(row))
+                two = np.argpartition(row, -2)[-2:]
+                g, h = (int(i) for i in two[np.argsort(-row[two])])
                 guess.append(g)
+                second.append(h)
                 top.append(float(1.0 / np.exp(row - row[g]).sum()))
             pos += len(chunk)
         draft.clear()
@@ -93,6 +110,7 @@ def record(args: argparse.Namespace) -> None:
                 "output": out,
                 "guess": guess,
                 "top": top,
+                "second": second,
             }
         )
         print(f"{p['id']}: {len(out)} tokens in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -187,7 +205,7 @@ def replay_one(
 
 def replay(args: argparse.Namespace) -> None:
     traces = json.loads(Path(args.traces).read_text())
-    curve, draft_s = CURVES[args.curve]
+    curve, draft_s = load_curve(args.curve)
     by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     t_planner = 0.0
     lookup = PromptLookup()
@@ -232,31 +250,48 @@ def _kept_run(guesses: Sequence[int], out: Sequence[int], t: int) -> int:
 
 def ceiling(args: argparse.Namespace) -> None:
     traces = json.loads(Path(args.traces).read_text())
-    for name, (curve, draft_s) in sorted(CURVES.items()):
+    for name in args.curve or sorted(CURVES):
+        curve, draft_s = load_curve(name)
         costs = CostModel(dict(curve), draft_s)
         by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for trace in traces:
-            prompt, out, guess = trace["prompt"], trace["output"], trace["guess"]
-            lookup = PromptLookup()
-            n_out = len(out)
-            # best[t]: least seconds (single steps) to produce out[t:] once out[:t] is verified.
-            best = [0.0] * (n_out + 1)
-            for t in range(n_out - 1, -1, -1):
-                room = min(n_out - t - 1, 63)
-                copy = lookup.propose([*prompt, *out[:t]], room, GREEDY, RNG).tokens
-                drafted = _kept_run(guess[t : t + room], out, t)
-                options = [costs.verify(1) + best[t + 1]]
-                options += [
-                    costs.verify(n + 1) + best[t + n + 1] for n in range(1, _kept_run(copy, out, t) + 1)
-                ]
-                options += [
-                    costs.verify(n + 1) + draft_s * (n + 1) + best[t + n + 1] for n in range(1, drafted + 1)
-                ]
-                best[t] = min(options)
-            cat = by_cat[trace["category"]]
-            cat[0] += n_out
-            cat[1] += best[0]
+            by_cat[trace["category"]][0] += len(trace["output"])
+            by_cat[trace["category"]][1] += _oracle_seconds(trace, costs, draft_s, args.trees)
         print(f"{name}: " + ", ".join(f"{c} {n / s:.2f}x" for c, (n, s) in by_cat.items()))
+
+
+def _oracle_seconds(trace: dict, costs: CostModel, draft_s: float, trees: bool) -> float:
+    """Least seconds (single steps) to produce the trace's output, by dynamic programming over steps:
+    a copy, a draft, a copy the draft continues, each as far as it is kept; with ``trees``, also a
+    draft with a second branch where it is first rejected (the draft's second choice there, then
+    its guesses after it)."""
+    prompt, out, guess = trace["prompt"], trace["output"], trace["guess"]
+    lookup = PromptLookup()
+    n_out = len(out)
+    # best[t]: least seconds to produce out[t:] once out[:t] is verified.
+    best = [0.0] * (n_out + 1)
+    for t in range(n_out - 1, -1, -1):
+        room = min(n_out - t - 1, 63)
+        copy = _kept_run(lookup.propose([*prompt, *out[:t]], room, GREEDY, RNG).tokens, out, t)
+        drafted = _kept_run(guess[t : t + room], out, t)
+        options = [costs.verify(1) + best[t + 1]]
+        options += [costs.verify(n + 1) + best[t + n + 1] for n in range(1, copy + 1)]
+        options += [costs.verify(n + 1) + draft_s * (n + 1) + best[t + n + 1] for n in range(1, drafted + 1)]
+        r = t + copy  # the copy continued by the draft where it is first rejected
+        if copy and r < n_out - 1:
+            more = _kept_run(guess[r : t + room], out, r)
+            options += [
+                costs.verify(copy + m + 1) + draft_s * (m + 1) + best[r + m + 1] for m in range(1, more + 1)
+            ]
+        r = t + drafted  # a branch where the draft is first rejected: its second choice, then on
+        if trees and r < n_out - 1 and drafted < room and trace["second"][r] == out[r]:
+            more = _kept_run(guess[r + 1 : t + room], out, r + 1)
+            options += [
+                costs.verify(drafted + b + 3) + draft_s * (drafted + b + 2) + best[r + b + 2]
+                for b in range(0, more + 1)
+            ]
+        best[t] = min(options)
+    return best[0]
 
 
 def main() -> None:
@@ -273,13 +308,15 @@ def main() -> None:
     r.add_argument("--out", required=True)
     p = sub.add_parser("replay")
     p.add_argument("traces")
-    p.add_argument("--curve", choices=sorted(CURVES), default="q4")
+    p.add_argument("--curve", default="q4", help=f"{' or '.join(CURVES)}, or a bench --json report")
     p.add_argument("--max-draft", type=int, default=16)
     p.add_argument("--no-draft", action="store_true")
     p.add_argument("--policy", default="auto", help="auto, or a fixed one: draft:K (p_min 0.75) or lookup:K")
     p.add_argument("--carry", action="store_true", help="keep what the planner learned across prompts")
     c = sub.add_parser("ceiling")
     c.add_argument("traces")
+    c.add_argument("--curve", action="append", help="as replay's (repeatable); default: each named one")
+    c.add_argument("--trees", action="store_true", help="also allow a second branch (traces with 'second')")
     args = parser.parse_args()
     {"record": record, "replay": replay, "ceiling": ceiling}[args.command](args)
 
