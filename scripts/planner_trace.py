@@ -17,7 +17,8 @@ of a loaded machine. The stand-in draft's batches (catching up after a copy) are
 knows, at each position, how far the draft's guesses and the best copy will be kept (and a copy
 the draft continues), and chooses the fastest sequence of steps by dynamic programming. It is
 generous to the draft: its catching up is charged as two tokens a step, the prompt's prefill not
-at all. With ``--trees`` it may also verify a second branch where the draft is first rejected
+at all (``--charge-prompt`` charges the prompt, the oracle choosing whether the draft is worth
+it). With ``--trees`` it may also verify a second branch where the draft is first rejected
 (the draft's second choice there, then its guesses), the rows of both branches on the curve: the
 bound for two-branch token trees.
 """
@@ -222,7 +223,9 @@ def replay(args: argparse.Namespace) -> None:
             kind, k = args.policy.split(":")
             planner = FixedPlanner(draft if kind == "draft" else lookup, int(k))  # type: ignore[arg-type]
         if state is not None and args.carry and isinstance(planner, AutoPlanner):
-            planner.confidence, planner.copies = state
+            # Every part of the planner that reads the calibrations gets the carried ones.
+            for part in (planner, planner.joins, planner.explorer):
+                part.confidence, part.copies = state
         t0 = time.perf_counter()
         seconds, n, sources = replay_one(trace, costs, planner, draft)
         t_planner += time.perf_counter() - t0
@@ -254,9 +257,16 @@ def ceiling(args: argparse.Namespace) -> None:
         curve, draft_s = load_curve(name)
         costs = CostModel(dict(curve), draft_s)
         by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        prefill = CostModel({n: s * draft_s for n, s in DRAFT_CURVE.items()})
         for trace in traces:
+            seconds = _oracle_seconds(trace, costs, draft_s, args.trees)
+            if args.charge_prompt:  # the draft decodes the prompt once, if it is used at all
+                seconds = min(
+                    seconds + prefill.verify(len(trace["prompt"])),
+                    _oracle_seconds(trace, costs, float("inf"), trees=False),
+                )
             by_cat[trace["category"]][0] += len(trace["output"])
-            by_cat[trace["category"]][1] += _oracle_seconds(trace, costs, draft_s, args.trees)
+            by_cat[trace["category"]][1] += seconds
         print(f"{name}: " + ", ".join(f"{c} {n / s:.2f}x" for c, (n, s) in by_cat.items()))
 
 
@@ -317,6 +327,9 @@ def main() -> None:
     c.add_argument("traces")
     c.add_argument("--curve", action="append", help="as replay's (repeatable); default: each named one")
     c.add_argument("--trees", action="store_true", help="also allow a second branch (traces with 'second')")
+    c.add_argument(
+        "--charge-prompt", action="store_true", help="charge the draft's catching up on the prompt"
+    )
     args = parser.parse_args()
     {"record": record, "replay": replay, "ceiling": ceiling}[args.command](args)
 
