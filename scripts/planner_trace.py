@@ -259,7 +259,7 @@ def ceiling(args: argparse.Namespace) -> None:
         by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         prefill = CostModel({n: s * draft_s for n, s in DRAFT_CURVE.items()})
         for trace in traces:
-            seconds = _oracle_seconds(trace, costs, draft_s, args.trees)
+            seconds = _oracle_seconds(trace, costs, draft_s, args.trees, args.branch_max)
             if args.charge_prompt:  # the draft decodes the prompt once, if it is used at all
                 seconds = min(
                     seconds + prefill.verify(len(trace["prompt"])),
@@ -270,11 +270,13 @@ def ceiling(args: argparse.Namespace) -> None:
         print(f"{name}: " + ", ".join(f"{c} {n / s:.2f}x" for c, (n, s) in by_cat.items()))
 
 
-def _oracle_seconds(trace: dict, costs: CostModel, draft_s: float, trees: bool) -> float:
+def _oracle_seconds(
+    trace: dict, costs: CostModel, draft_s: float, trees: bool, branch_max: int = 63
+) -> float:
     """Least seconds (single steps) to produce the trace's output, by dynamic programming over steps:
     a copy, a draft, a copy the draft continues, each as far as it is kept; with ``trees``, also a
     draft with a second branch where it is first rejected (the draft's second choice there, then
-    its guesses after it)."""
+    its guesses after it, at most ``branch_max`` of them)."""
     prompt, out, guess = trace["prompt"], trace["output"], trace["guess"]
     lookup = PromptLookup()
     n_out = len(out)
@@ -295,7 +297,7 @@ def _oracle_seconds(trace: dict, costs: CostModel, draft_s: float, trees: bool) 
             ]
         r = t + drafted  # a branch where the draft is first rejected: its second choice, then on
         if trees and r < n_out - 1 and drafted < room and trace["second"][r] == out[r]:
-            more = _kept_run(guess[r + 1 : t + room], out, r + 1)
+            more = min(_kept_run(guess[r + 1 : t + room], out, r + 1), branch_max)
             options += [
                 costs.verify(drafted + b + 3) + draft_s * (drafted + b + 2) + best[r + b + 2]
                 for b in range(0, more + 1)
@@ -327,6 +329,7 @@ def main() -> None:
     c.add_argument("traces")
     c.add_argument("--curve", action="append", help="as replay's (repeatable); default: each named one")
     c.add_argument("--trees", action="store_true", help="also allow a second branch (traces with 'second')")
+    c.add_argument("--branch-max", type=int, default=63, help="--trees: most guesses after the second choice")
     c.add_argument(
         "--charge-prompt", action="store_true", help="charge the draft's catching up on the prompt"
     )

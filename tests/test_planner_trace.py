@@ -31,6 +31,8 @@ def test_a_second_branch_counts_only_where_the_second_choice_is_right() -> None:
     # The branch at position 2 (12, then the draft's 13, 14) and the target's 15: one step.
     assert oracle(_trace(12), FLAT, 0.0, trees=True) == 1.0
     assert oracle(_trace(98), FLAT, 0.0, trees=True) == 2.0
+    # A branch of the second choice alone: 10, 11, 12 and the target's 13; then 14 and 15.
+    assert oracle(_trace(12), FLAT, 0.0, trees=True, branch_max=0) == 2.0
 
 
 def test_a_branch_costs_its_rows_on_the_curve() -> None:
