@@ -29,7 +29,8 @@ class Explorer:
         self, costs: CostModel, draft: DraftModel | None, confidence: Calibration, copies: Calibration
     ) -> None:
         self.costs = costs
-        self.draft = draft if costs.draft_s is not None else None
+        self.draft = draft
+        """The planner's draft model: None without one or without its measured cost."""
         self.confidence = confidence
         self.copies = copies
         self.budget = 0.0
@@ -65,5 +66,4 @@ class Explorer:
         if source == "lookup":
             return copied(copy, k)
         assert self.draft is not None
-        n = k
-        return self.draft.propose(history, n, w.params, w.rng, lambda i, top: n)
+        return self.draft.propose(history, k, w.params, w.rng, lambda i, top: k)

@@ -57,6 +57,11 @@ DRAFT_CURVE = {**CURVES["q4"][0], 128: 34.0, 256: 50.0}
 RNG = np.random.default_rng(0)
 
 
+def draft_batches(draft_s: float) -> CostModel:
+    """The stand-in draft's seconds by batch size (single target steps), on ``DRAFT_CURVE``."""
+    return CostModel({n: s * draft_s for n, s in DRAFT_CURVE.items()})
+
+
 def load_curve(name: str) -> tuple[dict[int, float], float]:
     """A named curve, or the one an ``edgespec bench --json`` report measured (``cost_curve`` in
     single steps, ``draft_cost``)."""
@@ -127,7 +132,8 @@ class TraceDraft:
         self.n_prompt, self.guess, self.top = n_prompt, guess, top
         self.cached: list[int] = []
         self.seconds = 0.0
-        self.draft_curve = CostModel({n: s * costs.draft_s for n, s in DRAFT_CURVE.items()})  # type: ignore[operator]
+        assert costs.draft_s is not None
+        self.draft_curve = draft_batches(costs.draft_s)
 
     def lag(self, history: Sequence[int]) -> int:
         from edgespec.proposers import common_prefix
@@ -257,7 +263,7 @@ def ceiling(args: argparse.Namespace) -> None:
         curve, draft_s = load_curve(name)
         costs = CostModel(dict(curve), draft_s)
         by_cat: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        prefill = CostModel({n: s * draft_s for n, s in DRAFT_CURVE.items()})
+        prefill = draft_batches(draft_s)
         for trace in traces:
             seconds = _oracle_seconds(trace, costs, draft_s, args.trees, args.branch_max)
             if args.charge_prompt:  # the draft decodes the prompt once, if it is used at all
