@@ -1,7 +1,9 @@
-"""The one hot loop: propose, verify in one batch, keep the target's KV cache consistent.
+"""The one hot loop: propose, verify in one batch, keep the target's cache consistent.
 
-Invariant: the target's cache holds ``history[:-1]``; the last token is pending and goes first in
-the next verification batch. Positions derive from ``len(history)`` alone.
+Invariant: the target's cache holds ``history[:target.n_past]``, at least all but the last token;
+the tokens after it are pending and go first in the next verification batch. Usually one token is
+pending; more where a recurrent state could only be cut back to a checkpoint before the last
+batch (:class:`~edgespec.llama.Context`), so its accepted tokens are decoded again with the next.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ class Planner(Protocol):
     """Chooses each step's proposal, and learns from how it went."""
 
     def propose(
-        self, history: Sequence[int], max_k: int, params: SamplingParams, rng: np.random.Generator
+        self,
+        history: Sequence[int],
+        max_k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        n_pending: int = 1,
     ) -> Proposal:
-        """A proposal of at most ``max_k`` tokens (possibly none)."""
+        """A proposal of at most ``max_k`` tokens (possibly none), verified in one batch after the
+        ``n_pending`` last tokens of ``history``."""
         ...
 
     def observe(self, proposal: Proposal, n_accepted: int, propose_s: float, verify_s: float) -> None:
@@ -55,7 +63,7 @@ class Engine:
     def __init__(self, target: Context) -> None:
         self.target = target
         self.history: list[int] = []
-        """The token history; the target cache holds all but its last token."""
+        """The token history; the target cache holds all but its pending tokens."""
 
     def reset(self) -> None:
         """Forget the history and empty the target's cache (a new conversation)."""
@@ -75,11 +83,11 @@ class Engine:
                 f"the prompt has {len(prompt)} tokens but the context holds {self.target.n_ctx}; "
                 "shorten it or raise --ctx-size"
             )
-        keep = common_prefix(self.history[:-1], prompt[:-1])
-        self.target.truncate(keep)
+        keep = self.target.truncate(common_prefix(self.history[:-1], prompt[:-1]))
         self.history = self.history[:keep]  # what the cache holds, should the decode fail
         if len(prompt) - 1 > keep:
             self.target.decode(prompt[keep:-1], keep, 0)
+        self.target.snapshot()  # a recurrent state: the next turn or the same prompt comes back here
         self.history = list(prompt)
         return len(prompt) - 1 - keep
 
@@ -93,18 +101,19 @@ class Engine:
     ) -> Iterator[Step]:
         """Generate until ``max_new`` tokens or a full context; the caller stops at EOS.
 
-        No step guesses more than ``max_draft`` tokens."""
-        history, n_ctx = self.history, self.target.n_ctx
+        No batch is longer than ``max_draft + 1`` tokens, pending ones included."""
+        history, target = self.history, self.target
         planner.begin()
-        while max_new > 0 and len(history) <= n_ctx:
+        while max_new > 0 and len(history) <= target.n_ctx:
             t0 = perf_counter()
-            max_k = min(max_new - 1, n_ctx - len(history), max_draft)
-            proposal = planner.propose(history, max_k, params, rng)
+            pending = history[target.n_past :]
+            max_k = min(max_new - 1, target.n_ctx - len(history), max_draft + 1 - len(pending))
+            proposal = planner.propose(history, max_k, params, rng, len(pending))
             t1 = perf_counter()
             rows = len(proposal.tokens) + 1
-            logits = self.target.decode([history[-1], *proposal.tokens], len(history) - 1, rows)
+            logits = target.decode([*pending, *proposal.tokens], target.n_past, rows)
             n_accepted, token = verify(logits, proposal.tokens, proposal.q, params, rng)
-            self.target.truncate(len(history) + n_accepted)
+            target.truncate(len(history) + n_accepted)
             accepted = [*proposal.tokens[:n_accepted], token]
             history.extend(accepted)
             max_new -= len(accepted)

@@ -102,6 +102,7 @@ def batch_differences(
     ctx.clear()
     try:
         ctx.decode(prefix, 0, 0)
+        ctx.snapshot()  # a recurrent state comes back here after each probe
         single = np.concatenate([ctx.decode([t], n_prefix + i, 1) for i, t in enumerate(probe)])
         ctx.truncate(n_prefix)
         again = ctx.decode(probe[:1], n_prefix, 1)

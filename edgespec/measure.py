@@ -64,6 +64,7 @@ def measure(ctx: Context, sizes: tuple[int, ...] = BATCH_SIZES, reps: int = 3) -
     ctx.clear()
     filler = ctx.model.bos if ctx.model.bos >= 0 else 0
     ctx.decode([filler] * _PREFIX, 0, 0)
+    ctx.snapshot()  # a recurrent state comes back here after each timed decode
     _time_decode(ctx, 1)  # warm up: first calls allocate buffers
     sizes = tuple(n for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx)
     out = {n: float("inf") for n in sizes}

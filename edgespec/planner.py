@@ -39,11 +39,17 @@ class FixedPlanner:
         """Nothing to prepare."""
 
     def propose(
-        self, history: Sequence[int], max_k: int, params: SamplingParams, rng: np.random.Generator
+        self,
+        history: Sequence[int],
+        max_k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        n_pending: int = 1,
     ) -> Proposal:
-        """The proposer's guess, capped at ``k``."""
+        """The proposer's guess, capped at ``k``; none while more tokens are pending than ``k``
+        (a recurrent target cut back to a checkpoint), so that they never pile up."""
         k = min(self.k, max_k)
-        if self.proposer is None or k <= 0:
+        if self.proposer is None or k <= 0 or n_pending > self.k:
             return NO_PROPOSAL
         return self.proposer.propose(history, k, params, rng)
 
@@ -81,6 +87,7 @@ class AutoPlanner:
         self._rate = self.rate
         """The rate this step is weighed at."""
         self._first_step = True
+        self._n_pending = 1  # in the batch being verified
         self.joins = Joins(costs, lookup, self.draft, self.confidence, self.copies)
         self.explorer = Explorer(costs, self.draft, self.confidence, self.copies)
 
@@ -116,13 +123,20 @@ class AutoPlanner:
         return seconds
 
     def propose(
-        self, history: Sequence[int], max_k: int, params: SamplingParams, rng: np.random.Generator
+        self,
+        history: Sequence[int],
+        max_k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        n_pending: int = 1,
     ) -> Proposal:
         """Weigh the options and return the best one's proposal."""
+        self._n_pending = n_pending
         if self._first_step or max_k <= 0:
             self._first_step = False
             return NO_PROPOSAL
-        curve = self.costs.curve(max_k)
+        # The batch starts with the pending tokens: j guesses cost a batch of n_pending + j.
+        curve = self.costs.curve(max_k + n_pending - 1)[n_pending - 1 :]
         candidates = [("none", np.ones(1), curve[:1])]  # (source, expected tokens, seconds) by length
         copy = NO_PROPOSAL
         if self.lookup is not None:
@@ -156,7 +170,7 @@ class AutoPlanner:
     def observe(self, proposal: Proposal, n_accepted: int, propose_s: float, verify_s: float) -> None:
         """Learn acceptance and costs from the step just verified."""
         n = len(proposal.tokens)
-        self.costs.observe(n + 1, verify_s)
+        self.costs.observe(n + self._n_pending, verify_s)
         self._tokens += RATE_WEIGHT * (n_accepted + 1 - self._tokens)
         self._seconds += RATE_WEIGHT * (propose_s + verify_s - self._seconds)
         self.confidence.age()

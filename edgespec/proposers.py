@@ -90,17 +90,20 @@ class DraftModel:
 
     def lag(self, history: Sequence[int]) -> int:
         """Tokens the draft would have to decode to catch up with ``history``."""
-        return len(history) - min(common_prefix(self.cached, history), len(history) - 1)
+        return len(history) - self.ctx.reach(min(common_prefix(self.cached, history), len(history) - 1))
 
     def sync(self, history: Sequence[int]) -> np.ndarray:
-        """Bring the cache to ``history`` and return the draft's logits for the next token."""
-        keep = min(common_prefix(self.cached, history), len(history) - 1)
-        self.ctx.truncate(keep)
+        """Bring the cache to ``history`` and return the draft's logits for the next token.
+
+        A recurrent draft's state is saved here, before drafting, so that it can come back to it
+        after the target has verified its guesses."""
+        keep = self.ctx.truncate(min(common_prefix(self.cached, history), len(history) - 1))
         del self.cached[keep:]
         new = list(history[keep:])
         logits: np.ndarray = self.ctx.decode(new, keep, 1)[0]
         self.cached.extend(new)
         self.n_prefilled += len(new)
+        self.ctx.checkpoint()
         return logits
 
     def propose(

@@ -62,7 +62,7 @@ def test_known_exceptions_name_real_classes() -> None:
 def test_type_ignore_only_in_llama() -> None:
     found = []
     for path in MODULES:
-        if _name(path) == "llama.py":
+        if _name(path).startswith("llama/"):
             continue
         tokens = tokenize.generate_tokens(io.StringIO(path.read_text("utf-8")).readline)
         found += [

@@ -90,7 +90,7 @@ def test_kv_rollback_gives_identical_logits(model: Model) -> None:
     ctx.decode(prefix, 0, 0)
     first = ctx.decode([50, 60, 70, 80], len(prefix), 4)
     ctx.truncate(len(prefix))
-    assert ctx.n_cached() == len(prefix)
+    assert ctx.n_past == len(prefix)
     ctx.decode([99, 98], len(prefix), 2)  # a rejected guess, then rewind again
     ctx.truncate(len(prefix))
     again = ctx.decode([50, 60, 70, 80], len(prefix), 4)
@@ -102,7 +102,7 @@ def test_long_inputs_are_chunked_and_a_full_context_is_an_error(model: Model) ->
     tokens = [10 + i % 200 for i in range(40)]
     out = ctx.decode(tokens, 0, 3)
     assert out.shape == (3, model.n_vocab)
-    assert ctx.n_cached() == 40
+    assert ctx.n_past == 40
     with pytest.raises(LlamaError, match="context is full"):
         ctx.decode(tokens, ctx.n_ctx - 10, 1)
     with pytest.raises(ValueError):

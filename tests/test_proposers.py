@@ -99,7 +99,7 @@ def test_draft_cache_follows_history_and_rewinds(tiny: dict[str, Path]) -> None:
     before = draft.n_prefilled
     draft.propose([*history, *guess[:2], 77], 2, GREEDY, RNG)
     assert draft.n_prefilled - before == 1
-    assert draft.ctx.n_cached() == len(draft.cached)
+    assert draft.ctx.n_past == len(draft.cached)
 
 
 def test_a_plan_decides_each_guess_as_it_comes(tiny: dict[str, Path]) -> None:
