@@ -1,0 +1,163 @@
+"""The tiny hybrid and recurrent models of scripts/make_tiny_hybrids.py, through llama_cpp's ctypes API.
+
+What the engine relies on: which architectures llama.cpp calls hybrid or recurrent, which roll their
+state back natively (``n_rs_seq`` kept, a partial ``llama_memory_seq_rm`` accepted) and which need the
+checkpoint path (``n_rs_seq`` clamped to 0, the removal refused), that greedy output is varied, that a
+batch with logits on every row matches token-by-token decoding, and that the drafts partly agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import llama_cpp.llama_cpp as C
+import numpy as np
+import pytest
+
+# name -> (is_hybrid, is_recurrent, native rollback)
+ARCHS = {
+    "lfm2": (True, False, True),
+    "qwen35": (True, False, True),
+    "qwen35-mtp": (True, False, True),
+    "mamba2": (False, True, False),
+    "granitehybrid": (True, False, False),
+}
+PROMPT = [1, *(3 + b for b in b"Hello, world")]  # <s> and byte tokens
+N_RS_SEQ = 8
+
+
+class Session:
+    """One model and one single-sequence context (``n_rs_seq`` 8) on one thread."""
+
+    def __init__(self, path: Path, *, load_mtp: bool = False) -> None:
+        C.llama_backend_init()
+        mparams = C.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        mparams.load_mtp = load_mtp
+        self.model = C.llama_model_load_from_file(str(path).encode(), mparams)
+        assert self.model, f"llama.cpp could not load {path}"
+        cparams = C.llama_context_default_params()
+        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = 64
+        cparams.n_seq_max = cparams.n_threads = cparams.n_threads_batch = 1
+        cparams.n_rs_seq = N_RS_SEQ
+        cparams.no_perf = True
+        self.ctx = C.llama_init_from_model(self.model, cparams)
+        assert self.ctx, f"llama.cpp could not make a context for {path}"
+        self.mem = C.llama_get_memory(self.ctx)
+        self.n_vocab = C.llama_vocab_n_tokens(C.llama_model_get_vocab(self.model))
+        self.batch = C.llama_batch_init(64, 0, 1)
+
+    def close(self) -> None:
+        C.llama_batch_free(self.batch)
+        C.llama_free(self.ctx)
+        C.llama_model_free(self.model)
+
+    def decode(self, tokens: list[int], pos: int, *, all_logits: bool = False) -> np.ndarray:
+        """Logits of every row (``all_logits``) or of the last one, shape (rows, n_vocab)."""
+        b = self.batch
+        for i, token in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = token, pos + i, 1, 0
+            b.logits[i] = all_logits or i == len(tokens) - 1
+        b.n_tokens = len(tokens)
+        assert C.llama_decode(self.ctx, b) == 0
+        rows = range(len(tokens)) if all_logits else [len(tokens) - 1]
+        return np.array(
+            [np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, r), shape=(self.n_vocab,)) for r in rows]
+        )
+
+    def greedy(self, n: int) -> list[int]:
+        """``n`` greedy tokens after the prompt, one decode per token."""
+        C.llama_memory_clear(self.mem, True)
+        logits, out = self.decode(PROMPT, 0)[-1], []
+        for pos in range(len(PROMPT), len(PROMPT) + n):
+            assert np.isfinite(logits).all()
+            out.append(int(logits.argmax()))
+            logits = self.decode([out[-1]], pos)[-1]
+        return out
+
+    def guesses(self, continuation: list[int]) -> np.ndarray:
+        """The greedy guess for each token of ``continuation``, from one batch over prompt + it."""
+        C.llama_memory_clear(self.mem, True)
+        logits = self.decode(PROMPT + continuation[:-1], 0, all_logits=True)
+        return logits[len(PROMPT) - 1 :].argmax(axis=1)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def session(tiny: dict[str, Path]) -> Iterator[dict[str, Session]]:
+    """Lazily opened sessions by model name, closed at the end of the module."""
+
+    class Opener(dict[str, Session]):
+        def __missing__(self, name: str) -> Session:
+            self[name] = Session(tiny[name])
+            return self[name]
+
+    sessions = Opener()
+    yield sessions
+    for s in sessions.values():
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def continuations(session: dict[str, Session]) -> dict[str, list[int]]:
+    """Each target's 40 greedy tokens."""
+    return {arch: session[f"{arch}-target"].greedy(40) for arch in ARCHS}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kind_and_rollback_support(arch: str, session: dict[str, Session]) -> None:
+    hybrid, recurrent, rollback = ARCHS[arch]
+    s = session[f"{arch}-target"]
+    assert C.llama_model_is_hybrid(s.model) is hybrid
+    assert C.llama_model_is_recurrent(s.model) is recurrent
+    # llama.cpp clamps n_rs_seq to 0 where the architecture cannot roll back its recurrent state.
+    assert C.llama_n_rs_seq(s.ctx) == (N_RS_SEQ if rollback else 0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_partial_seq_rm(arch: str, session: dict[str, Session]) -> None:
+    rollback = ARCHS[arch][2]
+    s = session[f"{arch}-target"]
+    C.llama_memory_clear(s.mem, True)
+    s.decode(PROMPT[:6], 0, all_logits=True)
+    assert C.llama_memory_seq_rm(s.mem, 0, 3, -1) is rollback
+    assert C.llama_memory_seq_pos_max(s.mem, 0) == (2 if rollback else 5)
+    if rollback:  # the rolled-back state continues exactly as a fresh one
+        replayed = s.decode(PROMPT[3:6], 3, all_logits=True)
+        C.llama_memory_clear(s.mem, True)
+        np.testing.assert_allclose(replayed, s.decode(PROMPT[:6], 0, all_logits=True)[3:], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_output_is_varied(arch: str, continuations: dict[str, list[int]]) -> None:
+    assert len(set(continuations[arch])) >= 10
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_drafts_agree(arch: str, session: dict[str, Session], continuations: dict[str, list[int]]) -> None:
+    target = np.array(continuations[arch])
+    # draft-same guesses every token, so a batch also matches token-by-token decoding
+    assert (session[f"{arch}-draft-same"].guesses(continuations[arch]) == target).all()
+    agreement = (session[f"{arch}-draft-noisy"].guesses(continuations[arch]) == target).mean()
+    assert 0.2 <= agreement <= 0.9
+
+
+@pytest.mark.parametrize("load_mtp", [False, True])
+def test_mtp_block_loads_either_way(
+    load_mtp: bool, tiny: dict[str, Path], session: dict[str, Session]
+) -> None:
+    s = Session(tiny["qwen35-mtp-target"], load_mtp=load_mtp)
+    try:
+        assert C.llama_model_n_layer_nextn(s.model) == 1
+        assert C.llama_model_n_layer(s.model) == 4  # the trunk, without the MTP block
+        assert s.greedy(8) == session["qwen35-target"].greedy(8)  # same trunk, same tokens
+    finally:
+        s.close()
+
+
+def test_ggufcheck_accepts_every_hybrid(tiny: dict[str, Path]) -> None:
+    from edgespec.ggufcheck import check_gguf
+
+    for name, path in tiny.items():
+        if name.startswith(tuple(f"{arch}-" for arch in ARCHS)):
+            check_gguf(path)
