@@ -21,15 +21,20 @@ They share the vocabulary, tokenizer and ChatML template of ``make_tiny_models``
   native rollback (the checkpoint path).
 
 Each comes as ``<arch>-target``, ``<arch>-draft-same`` (the same weights) and ``<arch>-draft-noisy``
-(the target's mixer and FFN weights plus Gaussian noise, scaled per architecture so that greedy guesses
-partly agree). A large output scale makes the next-token distribution peaked, like a trained model's.
+(the target's mixer and FFN input projections plus Gaussian noise, so that greedy guesses partly
+agree). A large output scale makes the next-token distribution peaked, like a trained model's.
+
+``layout`` and ``write_hparams`` describe each architecture for any sizes (:class:`Dims`);
+``make_random_model`` uses them for random models at real shapes.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import gguf
 import numpy as np
@@ -37,242 +42,216 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_models import N_CTX_TRAIN, add_tokenizer, vocabulary
 
-N_EMBD = 64
-N_FF = 128
-N_HEAD = 4
-N_HEAD_KV = 2
-HEAD_DIM = N_EMBD // N_HEAD
-OUTPUT_SCALE = 6.0
 
-Tensors = dict[str, np.ndarray]
+@dataclass(frozen=True)
+class Dims:
+    """One model's sizes. ``layers`` names each block's mixer: attn, conv (LFM2), gdn, mamba."""
 
-
-class _Rng:
-    """Weight initialisers over one seeded generator (numpy shapes are ggml's reversed)."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def mat(self, rows: int, cols: int, scale: float = 1.0) -> np.ndarray:
-        return (self.rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
-
-    def uniform(self, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
-        return self.rng.uniform(low, high, shape).astype(np.float32)
-
-
-def _ones(*shape: int) -> np.ndarray:
-    return np.ones(shape, np.float32)
-
-
-def _common(r: _Rng, output_norm: str = "output_norm.weight") -> Tensors:
-    n_vocab = len(vocabulary()[0])
-    return {
-        "token_embd.weight": r.mat(n_vocab, N_EMBD, np.sqrt(N_EMBD)),
-        output_norm: _ones(N_EMBD),
-        "output.weight": r.mat(n_vocab, N_EMBD, OUTPUT_SCALE),
-    }
+    layers: tuple[str, ...]
+    n_embd: int = 64
+    n_ff: int = 128  # feed_forward_length; no FFN tensors where 0
+    n_vocab: int = len(vocabulary()[0])
+    n_ctx: int = N_CTX_TRAIN
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 16
+    n_rot: int = 16
+    rope_sections: tuple[int, ...] = ()  # Qwen3.5's IMRoPE sections
+    rope_base: float = 10000.0
+    l_cache: int = 3  # LFM2 short convolution width
+    ssm_conv: int = 4
+    ssm_heads: int = 8  # Mamba-2 heads; Gated DeltaNet value heads
+    ssm_head_dim: int = 16  # Mamba-2 head width; Gated DeltaNet key and value head width
+    ssm_state: int = 16  # Mamba-2 state size (Gated DeltaNet: the head width)
+    ssm_groups: int = 1  # Mamba-2 groups; Gated DeltaNet key heads
+    mtp: bool = False  # one Qwen3.5 MTP block after the trunk
+    tied: bool = False  # no output.weight: the head reuses token_embd
+    output_scale: float = 6.0
+    eps: float = 1e-5
+    scales: tuple[tuple[str, float], ...] = ()  # Granite's logit/embedding/residual/attention scales
 
 
-def _ffn(r: _Rng, p: str) -> Tensors:
-    return {
-        p + "ffn_gate.weight": r.mat(N_FF, N_EMBD),
-        p + "ffn_up.weight": r.mat(N_FF, N_EMBD),
-        p + "ffn_down.weight": r.mat(N_EMBD, N_FF),
-    }
+class Init(NamedTuple):
+    """How to fill one tensor (numpy shape: ggml's reversed): normal (std scale/sqrt(fan-in)), ones,
+    zeros, neg (-uniform(1, 16): -exp(A_log)) or dt (an inverse-softplus time-step bias)."""
+
+    kind: str
+    shape: tuple[int, ...]
+    scale: float = 1.0
 
 
-def _attention(r: _Rng, p: str, q_rows: int = N_EMBD, qk_norm: bool = True) -> Tensors:
-    w = {
-        p + "attn_q.weight": r.mat(q_rows, N_EMBD),
-        p + "attn_k.weight": r.mat(N_HEAD_KV * HEAD_DIM, N_EMBD),
-        p + "attn_v.weight": r.mat(N_HEAD_KV * HEAD_DIM, N_EMBD),
-        p + "attn_output.weight": r.mat(N_EMBD, N_HEAD * HEAD_DIM),
-    }
-    if qk_norm:
-        w[p + "attn_q_norm.weight"] = _ones(HEAD_DIM)
-        w[p + "attn_k_norm.weight"] = _ones(HEAD_DIM)
+def layout(arch: str, d: Dims) -> dict[str, Init]:
+    """Every tensor of an ``arch`` model of sizes ``d``, in file order."""
+    w = {"token_embd.weight": Init("normal", (d.n_vocab, d.n_embd), np.sqrt(d.n_embd))}
+    w["token_embd_norm.weight" if arch == "lfm2" else "output_norm.weight"] = Init("ones", (d.n_embd,))
+    if not d.tied:
+        w["output.weight"] = Init("normal", (d.n_vocab, d.n_embd), d.output_scale)
+    second_norm = {"qwen35": "post_attention_norm", "mamba2": None}.get(arch, "ffn_norm")
+    kinds = d.layers + (("attn",) if d.mtp else ())
+    for i, kind in enumerate(kinds):
+        p = f"blk.{i}."
+        w[p + "attn_norm.weight"] = Init("ones", (d.n_embd,))
+        if second_norm:
+            w[p + second_norm + ".weight"] = Init("ones", (d.n_embd,))
+        w.update(_MIXERS[kind](arch, d, p))
+        if d.n_ff and arch != "mamba2":
+            w[p + "ffn_gate.weight"] = Init("normal", (d.n_ff, d.n_embd))
+            w[p + "ffn_up.weight"] = Init("normal", (d.n_ff, d.n_embd))
+            w[p + "ffn_down.weight"] = Init("normal", (d.n_embd, d.n_ff))
+    if d.mtp:
+        p = f"blk.{len(d.layers)}.nextn."
+        w[p + "eh_proj.weight"] = Init("normal", (d.n_embd, 2 * d.n_embd))
+        for name in ("enorm", "hnorm", "shared_head_norm"):
+            w[p + name + ".weight"] = Init("ones", (d.n_embd,))
     return w
 
 
-def _dt_bias(r: _Rng, n: int) -> np.ndarray:
-    # softplus(bias) = dt, dt log-uniform in [1e-3, 1e-1] as Mamba initialises it.
-    dt = np.exp(r.uniform((n,), np.log(1e-3), np.log(1e-1)))
+def _attention(arch: str, d: Dims, p: str) -> dict[str, Init]:
+    gated = 2 if arch == "qwen35" else 1  # Qwen3.5's query projection also holds the output gate
+    kv = d.n_head_kv * d.head_dim
+    w = {
+        p + "attn_q.weight": Init("normal", (gated * d.n_head * d.head_dim, d.n_embd)),
+        p + "attn_k.weight": Init("normal", (kv, d.n_embd)),
+        p + "attn_v.weight": Init("normal", (kv, d.n_embd)),
+        p + "attn_output.weight": Init("normal", (d.n_embd, d.n_head * d.head_dim)),
+    }
+    if arch in ("lfm2", "qwen35"):
+        w[p + "attn_q_norm.weight"] = Init("ones", (d.head_dim,))
+        w[p + "attn_k_norm.weight"] = Init("ones", (d.head_dim,))
+    return w
+
+
+def _shortconv(arch: str, d: Dims, p: str) -> dict[str, Init]:
+    return {
+        p + "shortconv.conv.weight": Init("normal", (d.n_embd, d.l_cache)),
+        p + "shortconv.in_proj.weight": Init("normal", (3 * d.n_embd, d.n_embd)),  # B, C, x
+        p + "shortconv.out_proj.weight": Init("normal", (d.n_embd, d.n_embd)),
+    }
+
+
+def _gated_deltanet(arch: str, d: Dims, p: str) -> dict[str, Init]:
+    key_dim, value_dim = d.ssm_groups * d.ssm_head_dim, d.ssm_heads * d.ssm_head_dim
+    return {
+        p + "attn_qkv.weight": Init("normal", (2 * key_dim + value_dim, d.n_embd)),
+        p + "attn_gate.weight": Init("normal", (value_dim, d.n_embd)),
+        p + "ssm_conv1d.weight": Init("normal", (2 * key_dim + value_dim, d.ssm_conv)),
+        p + "ssm_dt.bias": Init("dt", (d.ssm_heads,)),
+        p + "ssm_a": Init("neg", (d.ssm_heads,)),
+        p + "ssm_beta.weight": Init("normal", (d.ssm_heads, d.n_embd)),
+        p + "ssm_alpha.weight": Init("normal", (d.ssm_heads, d.n_embd)),
+        p + "ssm_norm.weight": Init("ones", (d.ssm_head_dim,)),
+        p + "ssm_out.weight": Init("normal", (d.n_embd, value_dim)),
+    }
+
+
+def _mamba2(arch: str, d: Dims, p: str) -> dict[str, Init]:
+    inner = d.ssm_heads * d.ssm_head_dim
+    conv_dim = inner + 2 * d.ssm_groups * d.ssm_state
+    return {
+        p + "ssm_in.weight": Init("normal", (inner + conv_dim + d.ssm_heads, d.n_embd)),  # z, xBC, dt
+        p + "ssm_conv1d.weight": Init("normal", (conv_dim, d.ssm_conv)),
+        p + "ssm_conv1d.bias": Init("zeros", (conv_dim,)),
+        p + "ssm_dt.bias": Init("dt", (d.ssm_heads,)),
+        p + "ssm_a": Init("neg", (d.ssm_heads, 1)),
+        p + "ssm_d": Init("ones", (d.ssm_heads, 1)),
+        p + "ssm_norm.weight": Init("ones", (d.ssm_groups, inner // d.ssm_groups)),
+        p + "ssm_out.weight": Init("normal", (d.n_embd, inner)),
+    }
+
+
+_MIXERS = {"attn": _attention, "conv": _shortconv, "gdn": _gated_deltanet, "mamba": _mamba2}
+
+
+def fill(init: Init, rng: np.random.Generator) -> np.ndarray:
+    """The float32 values of one tensor."""
+    if init.kind == "normal":
+        a = rng.standard_normal(init.shape, dtype=np.float32)
+        a *= np.float32(init.scale / np.sqrt(init.shape[-1]))
+        return a
+    if init.kind == "ones":
+        return np.ones(init.shape, np.float32)
+    if init.kind == "zeros":
+        return np.zeros(init.shape, np.float32)
+    if init.kind == "neg":
+        return -rng.uniform(1.0, 16.0, init.shape).astype(np.float32)
+    # softplus(bias) = dt, dt log-uniform in [1e-3, 1e-1] as Mamba initialises it
+    dt = np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), init.shape).astype(np.float32))
     return (dt + np.log(-np.expm1(-dt))).astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------------ LFM2
-
-LFM2_KV = (0, 0, N_HEAD_KV, 0)
-LFM2_L_CACHE = 3
-
-
-def lfm2_weights(r: _Rng) -> Tensors:
-    w = _common(r, output_norm="token_embd_norm.weight")  # LFM2's output norm has this name
-    for i, n_kv in enumerate(LFM2_KV):
-        p = f"blk.{i}."
-        w[p + "attn_norm.weight"] = _ones(N_EMBD)
-        w[p + "ffn_norm.weight"] = _ones(N_EMBD)
-        if n_kv:
-            w.update(_attention(r, p))
-        else:
-            w[p + "shortconv.conv.weight"] = r.mat(N_EMBD, LFM2_L_CACHE)
-            w[p + "shortconv.in_proj.weight"] = r.mat(3 * N_EMBD, N_EMBD)
-            w[p + "shortconv.out_proj.weight"] = r.mat(N_EMBD, N_EMBD)
-        w.update(_ffn(r, p))
-    return w
-
-
-def lfm2_hparams(writer: gguf.GGUFWriter) -> None:
-    writer.add_block_count(len(LFM2_KV))
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(list(LFM2_KV))
-    writer.add_shortconv_l_cache(LFM2_L_CACHE)
-
-
-# ---------------------------------------------------------------------------------------- Qwen3.5
-
-QWEN35_LAYERS = 4  # every 4th is full attention
-GDN_K_HEADS, GDN_V_HEADS, GDN_HEAD = 2, 4, 16
-GDN_CONV = 4
-
-
-def qwen35_weights(r: _Rng, mtp: bool = False) -> Tensors:
-    key_dim, value_dim = GDN_K_HEADS * GDN_HEAD, GDN_V_HEADS * GDN_HEAD
-    w = _common(r)
-    for i in range(QWEN35_LAYERS + mtp):
-        p = f"blk.{i}."
-        w[p + "attn_norm.weight"] = _ones(N_EMBD)
-        w[p + "post_attention_norm.weight"] = _ones(N_EMBD)
-        if (i + 1) % QWEN35_LAYERS == 0 or i == QWEN35_LAYERS:
-            w.update(_attention(r, p, q_rows=2 * N_HEAD * HEAD_DIM))  # query and its gate
-        else:
-            w[p + "attn_qkv.weight"] = r.mat(2 * key_dim + value_dim, N_EMBD)
-            w[p + "attn_gate.weight"] = r.mat(value_dim, N_EMBD)
-            w[p + "ssm_conv1d.weight"] = r.mat(2 * key_dim + value_dim, GDN_CONV)
-            w[p + "ssm_dt.bias"] = _dt_bias(r, GDN_V_HEADS)
-            w[p + "ssm_a"] = -r.uniform((GDN_V_HEADS,), 1.0, 16.0)  # -exp(A_log)
-            w[p + "ssm_beta.weight"] = r.mat(GDN_V_HEADS, N_EMBD)
-            w[p + "ssm_alpha.weight"] = r.mat(GDN_V_HEADS, N_EMBD)
-            w[p + "ssm_norm.weight"] = _ones(GDN_HEAD)
-            w[p + "ssm_out.weight"] = r.mat(N_EMBD, value_dim)
-        w.update(_ffn(r, p))
-    if mtp:
-        p = f"blk.{QWEN35_LAYERS}.nextn."
-        w[p + "eh_proj.weight"] = r.mat(N_EMBD, 2 * N_EMBD)
-        w[p + "enorm.weight"] = _ones(N_EMBD)
-        w[p + "hnorm.weight"] = _ones(N_EMBD)
-        w[p + "shared_head_norm.weight"] = _ones(N_EMBD)
-    return w
+def write_hparams(writer: gguf.GGUFWriter, arch: str, d: Dims) -> None:
+    """The metadata llama.cpp sizes an ``arch`` model of sizes ``d`` by (tokenizer apart)."""
+    writer.add_context_length(d.n_ctx)
+    writer.add_embedding_length(d.n_embd)
+    writer.add_feed_forward_length(d.n_ff)
+    writer.add_layer_norm_rms_eps(d.eps)
+    writer.add_block_count(len(d.layers) + d.mtp)
+    if d.rope_base != 10000.0:
+        writer.add_rope_freq_base(d.rope_base)
+    writer.add_head_count(0 if arch == "mamba2" else d.n_head)  # 0 as convert_hf_to_gguf writes Mamba
+    if arch in ("lfm2", "granitehybrid"):  # 0 KV heads marks the recurrent layers
+        writer.add_head_count_kv([d.n_head_kv if kind == "attn" else 0 for kind in d.layers])
+    if arch == "lfm2":
+        writer.add_shortconv_l_cache(d.l_cache)
+    if arch == "granitehybrid":
+        writer.add_rope_dimension_count(d.n_rot)
+    if arch == "qwen35":
+        if d.mtp:
+            writer.add_nextn_predict_layers(1)
+        writer.add_head_count_kv(d.n_head_kv)
+        writer.add_key_length(d.head_dim)
+        writer.add_value_length(d.head_dim)
+        writer.add_rope_dimension_count(d.n_rot)
+        writer.add_rope_dimension_sections(list(d.rope_sections))
+        writer.add_full_attention_interval(d.layers.index("attn") + 1)
+    if arch in ("qwen35", "mamba2", "granitehybrid"):
+        writer.add_ssm_conv_kernel(d.ssm_conv)
+        writer.add_ssm_state_size(d.ssm_state)
+        writer.add_ssm_group_count(d.ssm_groups)
+        writer.add_ssm_time_step_rank(d.ssm_heads)
+        writer.add_ssm_inner_size(d.ssm_heads * d.ssm_head_dim)
+    for key, value in d.scales:
+        writer.add_float32(key.format(arch=arch), value)
 
 
-def qwen35_hparams(writer: gguf.GGUFWriter, mtp: bool = False) -> None:
-    writer.add_block_count(QWEN35_LAYERS + mtp)
-    if mtp:
-        writer.add_nextn_predict_layers(1)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD_KV)
-    writer.add_key_length(HEAD_DIM)
-    writer.add_value_length(HEAD_DIM)
-    writer.add_rope_dimension_count(HEAD_DIM // 2)
-    writer.add_rope_dimension_sections([2, 1, 1, 0])
-    writer.add_full_attention_interval(QWEN35_LAYERS)
-    writer.add_ssm_conv_kernel(GDN_CONV)
-    writer.add_ssm_state_size(GDN_HEAD)
-    writer.add_ssm_group_count(GDN_K_HEADS)
-    writer.add_ssm_time_step_rank(GDN_V_HEADS)
-    writer.add_ssm_inner_size(GDN_V_HEADS * GDN_HEAD)
-
-
-# ------------------------------------------------------------------------- Mamba-2 and Granite-H
-
-SSM_INNER, SSM_HEADS, SSM_STATE, SSM_GROUPS, SSM_CONV = 2 * N_EMBD, 8, 16, 1, 4
-MAMBA2_LAYERS = 3
-GRANITE_KV = (0, 0, N_HEAD_KV, 0)
-
-
-def _mamba2_mixer(r: _Rng, p: str) -> Tensors:
-    conv_dim = SSM_INNER + 2 * SSM_GROUPS * SSM_STATE
-    return {
-        p + "ssm_in.weight": r.mat(SSM_INNER + conv_dim + SSM_HEADS, N_EMBD),  # z, xBC, dt
-        p + "ssm_conv1d.weight": r.mat(conv_dim, SSM_CONV),
-        p + "ssm_conv1d.bias": np.zeros(conv_dim, np.float32),
-        p + "ssm_dt.bias": _dt_bias(r, SSM_HEADS),
-        p + "ssm_a": -r.uniform((SSM_HEADS, 1), 1.0, 16.0),  # -exp(A_log)
-        p + "ssm_d": _ones(SSM_HEADS, 1),
-        p + "ssm_norm.weight": _ones(SSM_GROUPS, SSM_INNER // SSM_GROUPS),
-        p + "ssm_out.weight": r.mat(N_EMBD, SSM_INNER),
-    }
-
-
-def _ssm_hparams(writer: gguf.GGUFWriter) -> None:
-    writer.add_ssm_conv_kernel(SSM_CONV)
-    writer.add_ssm_inner_size(SSM_INNER)
-    writer.add_ssm_state_size(SSM_STATE)
-    writer.add_ssm_time_step_rank(SSM_HEADS)
-    writer.add_ssm_group_count(SSM_GROUPS)
-
-
-def mamba2_weights(r: _Rng) -> Tensors:
-    w = _common(r)
-    for i in range(MAMBA2_LAYERS):
-        w[f"blk.{i}.attn_norm.weight"] = _ones(N_EMBD)
-        w.update(_mamba2_mixer(r, f"blk.{i}."))
-    return w
-
-
-def mamba2_hparams(writer: gguf.GGUFWriter) -> None:
-    writer.add_block_count(MAMBA2_LAYERS)
-    writer.add_head_count(0)  # as convert_hf_to_gguf writes it for Mamba
-    _ssm_hparams(writer)
-
-
-def granite_weights(r: _Rng) -> Tensors:
-    w = _common(r)
-    for i, n_kv in enumerate(GRANITE_KV):
-        p = f"blk.{i}."
-        w[p + "attn_norm.weight"] = _ones(N_EMBD)
-        w[p + "ffn_norm.weight"] = _ones(N_EMBD)
-        w.update(_attention(r, p, qk_norm=False) if n_kv else _mamba2_mixer(r, p))
-        w.update(_ffn(r, p))
-    return w
-
-
-def granite_hparams(writer: gguf.GGUFWriter) -> None:
-    writer.add_block_count(len(GRANITE_KV))
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(list(GRANITE_KV))
-    writer.add_rope_dimension_count(HEAD_DIM)
-    _ssm_hparams(writer)
-
-
-# --------------------------------------------------------------------------------------- writing
-
-# name -> (gguf architecture, hparams writer, weights from a generator, noise scale of draft-noisy)
-ARCHS: dict[str, tuple[str, Callable[[gguf.GGUFWriter], None], Callable[[_Rng], Tensors], float]] = {
-    "lfm2": ("lfm2", lfm2_hparams, lfm2_weights, 0.1),
-    "qwen35": ("qwen35", qwen35_hparams, qwen35_weights, 0.1),
+# name -> (gguf architecture, sizes, noise scale of draft-noisy: greedy agreement about 55-65 %)
+ARCHS: dict[str, tuple[str, Dims, float]] = {
+    "lfm2": ("lfm2", Dims(layers=("conv", "conv", "attn", "conv")), 0.1),
+    "qwen35": (
+        "qwen35",
+        Dims(layers=("gdn",) * 3 + ("attn",), n_rot=8, rope_sections=(2, 1, 1, 0), ssm_heads=4, ssm_groups=2),
+        0.15,
+    ),
     "qwen35-mtp": (
         "qwen35",
-        lambda w: qwen35_hparams(w, mtp=True),
-        lambda r: qwen35_weights(r, mtp=True),
-        0.1,
+        Dims(
+            layers=("gdn",) * 3 + ("attn",),
+            n_rot=8,
+            rope_sections=(2, 1, 1, 0),
+            ssm_heads=4,
+            ssm_groups=2,
+            mtp=True,
+        ),
+        0.15,
     ),
-    "mamba2": ("mamba2", mamba2_hparams, mamba2_weights, 0.1),
-    "granitehybrid": ("granitehybrid", granite_hparams, granite_weights, 0.1),
+    "mamba2": ("mamba2", Dims(layers=("mamba",) * 3), 0.15),
+    "granitehybrid": ("granitehybrid", Dims(layers=("mamba", "mamba", "attn", "mamba")), 0.15),
 }
 NOISED = ("attn_q.", "attn_k.", "attn_v.", "ffn_up.", "in_proj.", "attn_qkv.", "ssm_in.")
 
 
-def write_hybrid(path: Path, arch: str, hparams: Callable[[gguf.GGUFWriter], None], tensors: Tensors) -> None:
-    """Write one tiny model of ``arch``: shared keys, the architecture's own, the tokenizer, tensors."""
+def tiny_weights(arch: str, d: Dims, seed: int) -> dict[str, np.ndarray]:
+    """Float32 weights of a tiny model, drawn in file order from one seed."""
+    rng = np.random.default_rng(seed)
+    return {name: fill(init, rng) for name, init in layout(arch, d).items()}
+
+
+def write_hybrid(path: Path, arch: str, d: Dims, tensors: dict[str, np.ndarray]) -> None:
+    """Write one tiny float32 model of ``arch``."""
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(path.stem)
-    writer.add_context_length(N_CTX_TRAIN)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    hparams(writer)
+    write_hparams(writer, arch, d)
     add_tokenizer(writer)
     for name, array in tensors.items():
         writer.add_tensor(name, array)
@@ -282,8 +261,8 @@ def write_hybrid(path: Path, arch: str, hparams: Callable[[gguf.GGUFWriter], Non
     writer.close()
 
 
-def noisy(tensors: Tensors, scale: float, seed: int) -> Tensors:
-    """The same weights with Gaussian noise of ``scale`` times each projection's spread."""
+def noisy(tensors: dict[str, np.ndarray], scale: float, seed: int) -> dict[str, np.ndarray]:
+    """The same weights with Gaussian noise of ``scale`` times each input projection's spread."""
     rng = np.random.default_rng(seed)
     return {
         name: (a + rng.standard_normal(a.shape) * scale * a.std()).astype(np.float32)
@@ -293,20 +272,22 @@ def noisy(tensors: Tensors, scale: float, seed: int) -> Tensors:
     }
 
 
+def _variants(name: str) -> Iterator[tuple[str, str, Dims, dict[str, np.ndarray]]]:
+    arch, d, noise = ARCHS[name]
+    target = tiny_weights(arch, d, seed=1)
+    yield f"{name}-target", arch, d, target
+    yield f"{name}-draft-same", arch, d, target
+    yield f"{name}-draft-noisy", arch, d, noisy(target, noise, seed=7)
+
+
 def make_all(out: Path) -> dict[str, Path]:
     """Write every tiny hybrid model into ``out``; returns name -> path."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (arch, hparams, make_weights, noise) in ARCHS.items():
-        target = make_weights(_Rng(seed=1))
-        for variant, tensors in (
-            ("target", target),
-            ("draft-same", target),
-            ("draft-noisy", noisy(target, noise, seed=7)),
-        ):
-            path = out / f"tiny-{name}-{variant}.gguf"
-            write_hybrid(path, arch, hparams, tensors)
-            paths[f"{name}-{variant}"] = path
+    for name in ARCHS:
+        for model, arch, d, tensors in _variants(name):
+            paths[model] = out / f"tiny-{model}.gguf"
+            write_hybrid(paths[model], arch, d, tensors)
     return paths
 
 
