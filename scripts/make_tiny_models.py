@@ -38,8 +38,11 @@ CHATML = (
 HOSTILE = CHATML + "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}"
 
 
-def vocabulary(changed_id: int | None = None) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and token types: <unk> <s> </s>, 256 byte tokens, <|im_start|> <|im_end|> ▁."""
+def vocabulary(
+    changed_id: int | None = None, n_vocab: int | None = None
+) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and token types: <unk> <s> </s>, 256 byte tokens, <|im_start|> <|im_end|> ▁,
+    then unused filler tokens up to ``n_vocab`` (for random models with real-size vocabularies)."""
     tokens = [b"<unk>", b"<s>", b"</s>"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
     tokens += [f"<0x{b:02X}>".encode() for b in range(256)]
@@ -49,6 +52,9 @@ def vocabulary(changed_id: int | None = None) -> tuple[list[bytes], list[float],
     if changed_id is not None:
         tokens[changed_id] = b"<|changed|>"
         types[changed_id] = gguf.TokenType.CONTROL
+    fillers = range(len(tokens), n_vocab or len(tokens))
+    tokens += [f"<|filler_{i}|>".encode() for i in fillers]
+    types += [gguf.TokenType.UNUSED] * len(fillers)
     return tokens, [0.0] * len(tokens), [int(t) for t in types]
 
 
@@ -110,10 +116,14 @@ def write_model(
 
 
 def add_tokenizer(
-    writer: gguf.GGUFWriter, *, template: str | None = CHATML, changed_id: int | None = None
+    writer: gguf.GGUFWriter,
+    *,
+    template: str | None = CHATML,
+    changed_id: int | None = None,
+    n_vocab: int | None = None,
 ) -> None:
     """The byte vocabulary, its special token ids and the chat template (shared with the hybrids)."""
-    tokens, scores, types = vocabulary(changed_id)
+    tokens, scores, types = vocabulary(changed_id, n_vocab)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
