@@ -2,8 +2,9 @@
 
 What the engine relies on: which architectures llama.cpp calls hybrid or recurrent, which roll their
 state back natively (``n_rs_seq`` kept, a partial ``llama_memory_seq_rm`` accepted) and which need the
-checkpoint path (``n_rs_seq`` clamped to 0, the removal refused), that greedy output is varied, that a
-batch with logits on every row matches token-by-token decoding, and that the drafts partly agree.
+checkpoint path (``n_rs_seq`` clamped to 0, the removal refused), how far back a rollback is exact,
+that greedy output is varied, that a batch with logits on every row matches token-by-token decoding,
+and that the drafts partly agree.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Session:
         self.model = C.llama_model_load_from_file(str(path).encode(), mparams)
         assert self.model, f"llama.cpp could not load {path}"
         cparams = C.llama_context_default_params()
+        # n_ubatch must exceed n_rs_seq + 1 where n_rs_seq is kept, or the first llama_decode aborts
+        # the process (llama-batch.cpp: GGML_ASSERT(n_ubatch > n_keep_tail)).
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = 64
         cparams.n_seq_max = cparams.n_threads = cparams.n_threads_batch = 1
         cparams.n_rs_seq = N_RS_SEQ
@@ -126,6 +129,24 @@ def test_partial_seq_rm(arch: str, session: dict[str, Session]) -> None:
         replayed = s.decode(PROMPT[3:6], 3, all_logits=True)
         C.llama_memory_clear(s.mem, True)
         np.testing.assert_allclose(replayed, s.decode(PROMPT[:6], 0, all_logits=True)[3:], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["lfm2", "qwen35"])
+def test_rollback_reaches_only_into_the_last_decode(arch: str, session: dict[str, Session]) -> None:
+    """A decode of n tokens snapshots the states 0..n-1 tokens back: rolling back r <= n-1 tokens is
+    exact; r = n (into the decode before) is accepted too but restores a stale snapshot; a second
+    removal before the next decode is refused (the pending rollback is single-use)."""
+    s = session[f"{arch}-target"]
+    C.llama_memory_clear(s.mem, True)
+    fresh = s.decode(PROMPT[:8], 0, all_logits=True)
+    for back, exact in ((1, True), (2, False)):
+        C.llama_memory_clear(s.mem, True)
+        s.decode(PROMPT[:6], 0, all_logits=True)
+        s.decode(PROMPT[6:8], 6, all_logits=True)
+        assert C.llama_memory_seq_rm(s.mem, 0, 8 - back, -1)
+        assert not C.llama_memory_seq_rm(s.mem, 0, 8 - back - 1, -1)
+        replayed = s.decode(PROMPT[8 - back : 8], 8 - back, all_logits=True)
+        assert np.allclose(replayed, fresh[8 - back :], atol=1e-4) is exact
 
 
 @pytest.mark.parametrize("arch", ARCHS)
