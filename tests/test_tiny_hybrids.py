@@ -9,6 +9,7 @@ and that the drafts partly agree.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,25 @@ def test_rollback_reaches_only_into_the_last_decode(arch: str, session: dict[str
         assert not C.llama_memory_seq_rm(s.mem, 0, 8 - back - 1, -1)
         replayed = s.decode(PROMPT[8 - back : 8], 8 - back, all_logits=True)
         assert np.allclose(replayed, fresh[8 - back :], atol=1e-4) is exact
+
+
+@pytest.mark.parametrize("arch", ["mamba2", "granitehybrid"])
+def test_checkpoint_of_the_recurrent_state_rewinds(arch: str, session: dict[str, Session]) -> None:
+    """The checkpoint path: save the recurrent state alone (PARTIAL_ONLY), decode on, restore it; then
+    seq_rm drops the attention cache past it (the recurrent cell is back at the checkpoint)."""
+    s, flags = session[f"{arch}-target"], C.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+    C.llama_memory_clear(s.mem, True)
+    fresh = s.decode(PROMPT[:8], 0, all_logits=True)
+    C.llama_memory_clear(s.mem, True)
+    s.decode(PROMPT[:6], 0, all_logits=True)
+    size = C.llama_state_seq_get_size_ext(s.ctx, 0, flags)
+    saved = (ctypes.c_uint8 * size)()
+    assert C.llama_state_seq_get_data_ext(s.ctx, saved, size, 0, flags) == size
+    s.decode(PROMPT[6:8], 6, all_logits=True)
+    assert not C.llama_memory_seq_rm(s.mem, 0, 6, -1)
+    assert C.llama_state_seq_set_data_ext(s.ctx, saved, size, 0, flags) == size
+    assert C.llama_memory_seq_rm(s.mem, 0, 6, -1)
+    np.testing.assert_allclose(s.decode(PROMPT[6:8], 6, all_logits=True), fresh[6:], atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
