@@ -6,10 +6,11 @@ Writes ``DIR/random-SHAPE-F16.gguf`` (default DIR: /work/models): matrices in F1
 kernels and SSM parameters in F32, drawn from a seed per tensor; ``--quantize TYPE`` also writes
 ``random-SHAPE-TYPE.gguf`` with llama.cpp's ``llama-quantize`` (build it with
 ``LLAMA_TOOLS_TARGETS=llama-quantize scripts/build_llama_tools.sh``; found in $LLAMA_TOOLS_DIR, else
-~/.cache/edgespec/llama-tools). ``--check`` loads each file with llama_cpp and times a single-token and
-an 8-token decode. The tokenizer is the tiny models' byte vocabulary and ChatML template, padded with
-unused filler tokens to the real vocabulary size, so text still tokenizes (byte by byte). The weights
-mean nothing: use these files for speed and memory, never for acceptance rates.
+~/.cache/edgespec/llama-tools). ``--check`` loads each file with llama_cpp (MTP block included) and
+times a single-token and an 8-token decode. The tokenizer is the tiny models' byte vocabulary and
+ChatML template, padded with unused filler tokens to the real vocabulary size, so text still
+tokenizes (byte by byte). The weights mean nothing: use these files for speed and memory, never for
+acceptance rates.
 
 Shapes, with where they come from (Hugging Face config.json files and model cards in the stored docs):
 
@@ -181,6 +182,7 @@ def check(path: Path, n_threads: int, n_gpu_layers: int, quiet: bool = True) -> 
     C.llama_backend_init()
     mparams = C.llama_model_default_params()
     mparams.n_gpu_layers = n_gpu_layers
+    mparams.load_mtp = True  # an MTP block, where there is one, is loaded too
     model = C.llama_model_load_from_file(str(path).encode(), mparams)
     if not model:
         raise SystemExit(f"llama.cpp could not load {path}")
