@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build llama.cpp's native reference tools (llama-bench, llama-speculative-simple) from the very
-# llama.cpp that the installed llama-cpp-python vendors, so native and Python figures compare fairly.
+# Build llama.cpp's native tools (llama-bench, llama-speculative-simple, llama-quantize) from the very
+# llama.cpp that the installed llama-cpp-python vendors, so native and Python figures compare fairly
+# and quantized files suit the bound library (scripts/make_random_model.py --quantize).
 #
 #   scripts/build_llama_tools.sh [OUT_DIR]
 #
@@ -9,17 +10,18 @@
 # LLAMA_CPP_PYTHON_VERSION  version to download (default: the installed one, else 0.3.36)
 # PYTHON          interpreter for pip (default: the repo's .venv if present, else python3)
 # JOBS            parallel compile jobs (default: 2)
+# LLAMA_TOOLS_TARGETS  the tools to build, space-separated (default: all three)
 # LLAMA_TOOLS_CFLAGS  C/C++ flags (default: -U__AMX_INT8__, as scripts/build_llama_cpp_wheel.sh: the AMX
 #                 kernels that -march=native enables on Sapphire Rapids segfault on the first batched
 #                 matmul inside these VMs; dropping them keeps the tools comparable with the wheel)
 #
-# Idempotent: does nothing when both binaries are already in OUT_DIR. Builds CPU-only, static
-# (-DBUILD_SHARED_LIBS=OFF), with ggml's default -march=native like a source install of the package.
+# Idempotent: builds only the tools missing from OUT_DIR, nothing when all are there. Builds CPU-only,
+# static (-DBUILD_SHARED_LIBS=OFF), with ggml's default -march=native like a source install of the package.
 # A change of flags does not trigger a rebuild: delete the binaries.
 set -euo pipefail
 
 OUT_DIR="${1:-${LLAMA_TOOLS_DIR:-$HOME/.cache/edgespec/llama-tools}}"
-TARGETS=(llama-bench llama-speculative-simple)
+read -r -a TARGETS <<<"${LLAMA_TOOLS_TARGETS:-llama-bench llama-speculative-simple llama-quantize}"
 JOBS="${JOBS:-2}"
 CFLAGS_TOOLS="${LLAMA_TOOLS_CFLAGS--U__AMX_INT8__}"
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,10 +32,15 @@ fi
 log() { echo "[build_llama_tools] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-if [[ -x "$OUT_DIR/llama-bench" && -x "$OUT_DIR/llama-speculative-simple" ]]; then
-    log "already built: $OUT_DIR/{llama-bench,llama-speculative-simple} (delete them to rebuild)"
+MISSING=()
+for t in "${TARGETS[@]}"; do
+    [[ -x "$OUT_DIR/$t" ]] || MISSING+=("$t")
+done
+if [[ ${#MISSING[@]} -eq 0 ]]; then
+    log "already built: ${TARGETS[*]} in $OUT_DIR (delete them to rebuild)"
     exit 0
 fi
+TARGETS=("${MISSING[@]}")
 
 command -v cmake >/dev/null || die "cmake not found"
 command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null || die "no C++ compiler found"
@@ -77,4 +84,4 @@ for t in "${TARGETS[@]}"; do
     install -m 0755 "$WORK/build/bin/$t" "$OUT_DIR/$t"
 done
 log "installed into $OUT_DIR:"
-"$OUT_DIR/llama-bench" --version 2>&1 | sed 's/^/    /' >&2 || true
+for t in "${TARGETS[@]}"; do log "    $OUT_DIR/$t"; done

@@ -13,6 +13,9 @@ seeds, and a ChatML chat template, so the files are identical on every run. The 
 - ``notemplate``: the target without a chat template;
 - ``hostile-template``: the target with a chat template that tries to reach ``os`` through Python
   internals (the sandbox must stop it).
+
+``make_all`` also writes the tiny hybrid and recurrent models of ``make_tiny_hybrids`` (LFM2,
+Qwen3.5 with and without an MTP block, Mamba-2, Granite-H), each as a target and two drafts.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ CHATML = (
 HOSTILE = CHATML + "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}"
 
 
-def vocabulary(changed_id: int | None = None) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and token types: <unk> <s> </s>, 256 byte tokens, <|im_start|> <|im_end|> ▁."""
+def vocabulary(
+    changed_id: int | None = None, n_vocab: int | None = None
+) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and token types: <unk> <s> </s>, 256 byte tokens, <|im_start|> <|im_end|> ▁,
+    then unused filler tokens up to ``n_vocab`` (for random models with real-size vocabularies)."""
     tokens = [b"<unk>", b"<s>", b"</s>"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
     tokens += [f"<0x{b:02X}>".encode() for b in range(256)]
@@ -46,6 +52,9 @@ def vocabulary(changed_id: int | None = None) -> tuple[list[bytes], list[float],
     if changed_id is not None:
         tokens[changed_id] = b"<|changed|>"
         types[changed_id] = gguf.TokenType.CONTROL
+    fillers = range(len(tokens), n_vocab or len(tokens))
+    tokens += [f"<|filler_{i}|>".encode() for i in fillers]
+    types += [gguf.TokenType.UNUSED] * len(fillers)
     return tokens, [0.0] * len(tokens), [int(t) for t in types]
 
 
@@ -95,7 +104,26 @@ def write_model(
     writer.add_rope_dimension_count(N_EMBD // N_HEAD)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    tokens, scores, types = vocabulary(changed_id)
+    add_tokenizer(writer, template=template, changed_id=changed_id)
+    for key, value in (extra_metadata or {}).items():
+        writer.add_uint32(key, value)
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def add_tokenizer(
+    writer: gguf.GGUFWriter,
+    *,
+    template: str | None = CHATML,
+    changed_id: int | None = None,
+    n_vocab: int | None = None,
+) -> None:
+    """The byte vocabulary, its special token ids and the chat template (shared with the hybrids)."""
+    tokens, scores, types = vocabulary(changed_id, n_vocab)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -108,14 +136,6 @@ def write_model(
     writer.add_add_space_prefix(False)
     if template is not None:
         writer.add_chat_template(template)
-    for key, value in (extra_metadata or {}).items():
-        writer.add_uint32(key, value)
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def noisy(tensors: dict[str, np.ndarray], scale: float, seed: int) -> dict[str, np.ndarray]:
@@ -147,6 +167,10 @@ def make_all(out: Path) -> dict[str, Path]:
         path = out / f"tiny-{name}.gguf"
         write_model(path, tensors, **options)  # type: ignore[arg-type]
         paths[name] = path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import make_tiny_hybrids  # its names: lfm2-target, qwen35-draft-noisy, mamba2-draft-same, ...
+
+    paths.update(make_tiny_hybrids.make_all(out))
     return paths
 
 
