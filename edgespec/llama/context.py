@@ -245,7 +245,7 @@ class Context:
         (a new turn, the same prompt again) needs no re-reading; the oldest snapshots go first.
         Nothing to do for a plain KV cache."""
         if self.model.recurrent and self.n_past:
-            self._checkpoints.add(self.n_past, bytes(_save(self, None)))
+            self._checkpoints.add(self.n_past, _save(self, None))
 
     def clear(self) -> None:
         """Empty the cache and forget every checkpoint."""
