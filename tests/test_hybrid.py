@@ -284,3 +284,14 @@ def test_a_cut_through_a_whole_batch_goes_back_to_a_saved_state(
     logits, at = cut_a_whole_batch(ctx)
     assert at == len(CUT_PREFIX) + 3 and np.abs(logits - want).max() > 0.1
     pairs[arch].reset()
+
+
+def test_the_rewind_is_measured_with_the_costs(pairs: dict[str, Pair], tiny: dict[str, Path]) -> None:
+    from edgespec.measure import rewind_costs
+
+    for arch, pair in pairs.items():
+        measured = rewind_costs(pair.target_ctx)
+        assert measured["save"] > 0 and measured["restore"] > 0, arch
+        assert pair.target_ctx.n_past == 0  # measuring leaves the cache empty
+    with Pair(tiny["target"], None, n_ctx=128, n_threads=1) as plain:
+        assert rewind_costs(plain.target_ctx) == {"save": 0.0, "restore": 0.0}
