@@ -86,7 +86,13 @@ class Engine:
         keep = self.target.truncate(common_prefix(self.history[:-1], prompt[:-1]))
         self.history = self.history[:keep]  # what the cache holds, should the decode fail
         if len(prompt) - 1 > keep:
-            self.target.decode(prompt[keep:-1], keep, 0)
+            try:
+                self.target.decode(prompt[keep:-1], keep, 0)
+            except BaseException:
+                # Stopped midway (Cancelled, Ctrl-C): keep the chunks read, one token pending, so
+                # that the next prompt sharing them reads only the rest.
+                self.history = list(prompt[: self.target.n_past + 1])
+                raise
         self.target.snapshot()  # a recurrent state: the next turn or the same prompt comes back here
         self.history = list(prompt)
         return len(prompt) - 1 - keep

@@ -30,6 +30,20 @@ class NotExactError(EdgespecError):
     """Batched verification cannot compute the same bits as single steps here (exact mode)."""
 
 
+class Cancelled(EdgespecError):
+    """A request was stopped (its cancel event set) while its prompt was being read; the part
+    already read stays cached, and the next request that shares it reads only the rest."""
+
+
+class PairBusyError(EdgespecError):
+    """Another generation holds the pair, and the caller asked not to wait (``wait=False``)."""
+
+
+class StateFileError(EdgespecError):
+    """A saved conversation state cannot be used: not a state file, corrupt, or made for other
+    models, settings or tokens. It is refused whole; nothing is loaded from it."""
+
+
 class InvalidParameterError(EdgespecError):
     """A generation parameter is outside its allowed range."""
 

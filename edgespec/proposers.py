@@ -100,7 +100,11 @@ class DraftModel:
         keep = self.ctx.truncate(min(common_prefix(self.cached, history), len(history) - 1))
         del self.cached[keep:]
         new = list(history[keep:])
-        logits: np.ndarray = self.ctx.decode(new, keep, 1)[0]
+        try:
+            logits: np.ndarray = self.ctx.decode(new, keep, 1)[0]
+        except BaseException:  # a long catching up stopped midway keeps the chunks it read
+            self.cached = list(history[: self.ctx.n_past])
+            raise
         self.cached.extend(new)
         self.n_prefilled += len(new)
         self.ctx.checkpoint()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import llama_cpp as C
 import numpy as np
 
-from edgespec.errors import LlamaError
+from edgespec.errors import Cancelled, LlamaError
+from edgespec.llama.abort import AbortHook
 from edgespec.llama.backend import fix_tiled_matmul
 from edgespec.llama.checkpoints import Checkpoints
 from edgespec.llama.model import Model
@@ -28,6 +29,11 @@ ROLLBACK_DEPTH = 16
 """Recurrent-state snapshots a context keeps per decode where llama.cpp can roll back natively: the
 deepest rewind of a verification that costs no restore. Each one costs a copy of the recurrent
 state in memory."""
+
+STOPPABLE_FROM = 64
+"""Decodes of more tokens than this (a prompt, a draft catching up) can be stopped midway
+(:meth:`Context.stop_when`); shorter ones (a verification step) run to their end, sparing their
+graph a call into Python at every node."""
 
 _PARTIAL = C.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY  # only the recurrent part; the KV cache is trimmed
 
@@ -80,6 +86,46 @@ def _decode_chunk(ctx: Context, tokens: Sequence[int], pos: int, first_out: int)
         batch.logits[i] = i >= first_out
     batch.n_tokens = len(tokens)
     return int(C.llama_decode(ctx._ptr, batch))
+
+
+def _decode_chunks(ctx: Context, tokens: Sequence[int], pos: int, n_logits: int) -> int:
+    """``tokens`` in ``n_batch`` chunks; returns the first row with logits in the last chunk. A
+    long decode can be stopped midway (:meth:`Context.stop_when`)."""
+    n, start, first_out = len(tokens), 0, 0
+    stoppable = n > STOPPABLE_FROM
+    ctx._abort.arm(stoppable)
+    while start < n:
+        chunk = min(ctx.n_batch, n - start)
+        first_out = chunk - n_logits if start + chunk == n else chunk
+        if stoppable and ctx.model.recurrent and pos + start:
+            ctx.checkpoint()  # a chunk stopped midway leaves a half-written recurrent state
+        ret = _decode_chunk(ctx, tokens[start : start + chunk], pos + start, first_out)
+        if ret == 2:
+            raise _stopped(ctx, pos + start)
+        if ret != 0:
+            raise LlamaError(f"llama_decode failed with {ret}: {_DECODE_ERRORS.get(ret, 'fatal error')}")
+        start += chunk
+        ctx._checkpoints.decoded(chunk)
+    if stoppable and (interrupt := ctx._abort.take_interrupt()):
+        raise interrupt  # caught as the last node finished: the decode is whole
+    return first_out
+
+
+def _stopped(ctx: Context, at: int) -> BaseException:
+    """A decode was stopped in the chunk that starts at ``at``: what to raise. llama.cpp has
+    dropped that micro-batch's KV cells (src/llama-context.cpp, decode), but it cannot cut a
+    recurrent state back that far, and the state may be half written: go back to the one saved
+    before the chunk."""
+    if ctx.model.recurrent:
+        if at == 0:
+            ctx.clear()
+        else:
+            _restore(ctx, ctx._checkpoints.get(at))
+            if not C.llama_memory_seq_rm(ctx._mem, 0, at, -1):
+                ctx.clear()
+            ctx._checkpoints.drop_after(at)
+    interrupt = ctx._abort.take_interrupt()
+    return interrupt or Cancelled(f"stopped while reading the prompt; {ctx.n_past} tokens read are kept")
 
 
 def save_state(ctx: Context, partial: bool = False) -> bytes:
@@ -161,6 +207,13 @@ class Context:
         """The most tokens of the last decode that :meth:`truncate` drops with no restore."""
         self._checkpoints = Checkpoints(depth if model.recurrent else None)
         self._cutting = False  # a cut is half done (interrupted): start again from nothing
+        self._abort = AbortHook(ptr)
+
+    def stop_when(self, check: Callable[[], bool] | None) -> None:
+        """Ask ``check`` during long decodes (over :data:`STOPPABLE_FROM` tokens) after each node
+        of llama.cpp's graph; True stops the decode with :class:`~edgespec.errors.Cancelled`,
+        keeping the chunks decoded before it (:attr:`n_past` says how many tokens)."""
+        self._abort.check = check
 
     def close(self) -> None:
         """Free the batch and the context."""
@@ -193,15 +246,7 @@ class Context:
         if n_logits - 1 > self.native_depth:
             self.checkpoint()
         self._checkpoints.room = 0  # no native cut until a chunk is in (an interrupt may come first)
-        start = 0
-        while start < n:
-            chunk = min(self.n_batch, n - start)
-            first_out = chunk - n_logits if start + chunk == n else chunk
-            ret = _decode_chunk(self, tokens[start : start + chunk], pos + start, first_out)
-            if ret != 0:
-                raise LlamaError(f"llama_decode failed with {ret}: {_DECODE_ERRORS.get(ret, 'fatal error')}")
-            start += chunk
-            self._checkpoints.decoded(chunk)
+        first_out = _decode_chunks(self, tokens, pos, n_logits)
         out = np.empty((n_logits, self.n_vocab), dtype=np.float32)
         for r in range(n_logits):
             row = C.llama_get_logits_ith(self._ptr, first_out + r)

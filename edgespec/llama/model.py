@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,33 @@ from edgespec.llama.backend import init_backend
 class Model:
     """A loaded GGUF model: weights and vocabulary. Contexts (KV caches) are made from it."""
 
-    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, repack: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_gpu_layers: int = 0,
+        repack: bool = True,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
         """``repack`` lets llama.cpp repack weights into its faster CPU layouts ("extra buffer
-        types"); their kernels change with the batch size, so exact mode turns it off."""
+        types"); their kernels change with the batch size, so exact mode turns it off.
+        ``progress`` is called with the share loaded so far (0 to 1) as llama.cpp reads the file."""
         self._ptr: Any = None
         self.path = check_gguf(path)
         init_backend()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_extra_bufts = repack
+        caught: list[BaseException] = []
+        if progress is not None:
+            # Referenced until loading returns, which is as long as llama.cpp keeps the pointer.
+            callback = C.llama_progress_callback(_progress_callback(progress, caught))
+            params.progress_callback = callback
         ptr = C.llama_model_load_from_file(str(self.path).encode(), params)
+        if caught:  # Ctrl-C (or the callback failing) stopped the loading: pass it on
+            if ptr:
+                C.llama_model_free(ptr)
+            raise caught[0]
         if not ptr:
             raise ModelFileError(f"llama.cpp could not load {self.path} (run with -v for its log)")
         self._ptr = ptr
@@ -115,3 +132,20 @@ class Model:
     def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
         """Token ids -> text (invalid UTF-8 at the edges is replaced)."""
         return b"".join(self.token_bytes(t, special=special) for t in tokens).decode("utf-8", "replace")
+
+
+def _progress_callback(
+    progress: Callable[[float], None], caught: list[BaseException]
+) -> Callable[[float, ctypes.c_void_p], bool]:
+    """llama.cpp's loading callback around ``progress``: an exception raised in it (Ctrl-C in the
+    main thread) would be lost inside ctypes, so it stops the loading and is kept in ``caught``."""
+
+    def call(fraction: float, _data: ctypes.c_void_p) -> bool:
+        try:
+            progress(float(fraction))
+        except BaseException as exc:
+            caught.append(exc)
+            return False
+        return True
+
+    return call
