@@ -2,17 +2,20 @@
 
 import logging
 
-from edgespec.errors import EdgespecError
-from edgespec.generate import Generation, Pair, Result, Stats, TokenEvent
+from edgespec.errors import Cancelled, EdgespecError, PairBusyError
+from edgespec.generate import AsyncGeneration, Generation, Pair, Result, Stats, TokenEvent
 from edgespec.options import STRATEGIES, GenerationOptions
 from edgespec.sampling import SamplingParams
 
 __all__ = [
     "STRATEGIES",
+    "AsyncGeneration",
+    "Cancelled",
     "EdgespecError",
     "Generation",
     "GenerationOptions",
     "Pair",
+    "PairBusyError",
     "Result",
     "SamplingParams",
     "Stats",

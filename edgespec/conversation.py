@@ -14,68 +14,24 @@ both reuse the longest cached prefix, so a turn decodes only those new tokens.
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgespec import chat
+from edgespec import chat, chatfile
 from edgespec.errors import ContextOverflowError, EdgespecError, TemplateError
-from edgespec.generate import Generation, Pair, Stats, TokenEvent
+from edgespec.generate import Generation, Pair, TokenEvent
 from edgespec.options import GenerationOptions
 from edgespec.prompts import Prompter
 from edgespec.proposers import DraftModel
+from edgespec.turns import Tokens, Totals, Turn
+
+__all__ = ["Conversation", "Reply", "TokenHistory", "Tokens", "Totals", "Turn"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Turn:
-    """One exchange: the user's message and the reply (partial when interrupted)."""
-
-    user: str
-    reply: str
-    finish_reason: str
-    """``"stop"``, ``"length"`` or ``"interrupted"``."""
-    strategy: str
-    stats: Stats
-    draft_prefilled: int = 0
-    """Tokens the draft model decoded to catch up (the new prompt, and accepted tokens it had not
-    drafted itself); 0 when the draft was not used."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {
-            "user": self.user,
-            "reply": self.reply,
-            "finish_reason": self.finish_reason,
-            "strategy": self.strategy,
-            "stats": self.stats.to_dict(),
-            "draft_prefilled": self.draft_prefilled,
-        }
-
-
-@dataclass
-class Totals(Stats):
-    """A session's figures, summed over its replies (``/stats``)."""
-
-    replies: int = 0
-
-    def add_reply(self, stats: Stats) -> None:
-        """Count one reply."""
-        self.replies += 1
-        self.merge(stats)
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Token ids and the template text they stand for."""
-
-    text: str
-    tokens: list[int]
 
 
 class TokenHistory:
@@ -190,9 +146,14 @@ class Reply:
         result = self.generation.result
         return result.finish_reason == "length" and len(result.token_ids) < self.max_tokens
 
+    def cancel(self) -> None:
+        """Stop the reply after the step in progress; thread-safe (a Stop button)."""
+        self.generation.cancel()
+
     def finish(self) -> Turn:
         """Record the turn (once); the reply so far counts as interrupted if iteration did not end."""
         if self.turn is None:
+            self.generation.close()  # lets the pair go, if iteration was left before its end
             result = self.generation.result
             reason = result.finish_reason if self._done else "interrupted"
             draft_prefilled = _prefilled(self._draft) - self._draft_start
@@ -208,8 +169,12 @@ def _prefilled(draft: DraftModel | None) -> int:
 class Conversation:
     """Messages, a system prompt, and the token history that lets each turn prefill only new tokens.
 
+    Several conversations may share a pair: each turn names its conversation as the pair's session,
+    so the caches of another conversation are set aside and this one's brought back, not re-read
+    (:mod:`edgespec.sessions`).
+
     Args:
-        pair: the loaded models; their caches follow this conversation (one conversation per pair).
+        pair: the loaded models.
         system: the system prompt, or None.
         settings: generation options; changeable between turns (:meth:`set_settings`).
     """
@@ -254,19 +219,24 @@ class Conversation:
         self.history.forget()
 
     def clear(self) -> None:
-        """Start a new conversation (same system prompt), forgetting both models' caches."""
+        """Start a new conversation (same system prompt), forgetting its caches (the pair's, if they
+        hold it, or what was set aside)."""
         self.turns = []
         self.first = 0
         self.history.forget()
-        self.pair.reset()
+        if self.pair.sessions.current in (self, None):
+            self.pair.reset()  # the caches hold this conversation: empty them
+        self.pair.sessions.forget(self)
 
-    def send(self, text: str) -> Reply:
+    def send(self, text: str, cancel: threading.Event | None = None) -> Reply:
         """Start the reply to a new user message; old turns are dropped if the context needs room.
 
-        Raises :class:`ContextOverflowError` when the message does not fit even alone.
+        ``cancel``, set from any thread, stops the reply, or the reading of its prompt (then this
+        raises :class:`~edgespec.errors.Cancelled` and the turn is not recorded). Raises
+        :class:`ContextOverflowError` when the message does not fit even alone.
         """
         prompt, dropped = self._fit(text)
-        return self._start(text, prompt, dropped)
+        return self._start(text, prompt, dropped, cancel)
 
     def regen(self) -> Reply:
         """Redo the last reply: forget it and generate again for the same user message."""
@@ -282,8 +252,8 @@ class Conversation:
             self.turns.append(last)  # nothing new was generated: the old reply stands
             raise
 
-    def _start(self, user: str, prompt: Tokens, dropped: int) -> Reply:
-        gen = self.pair.stream(prompt.tokens, self.settings)
+    def _start(self, user: str, prompt: Tokens, dropped: int, cancel: threading.Event | None = None) -> Reply:
+        gen = self.pair.stream(prompt.tokens, self.settings, session=self, cancel=cancel)
         log.info(
             "turn %d: prompt %d tokens, target prefilled %d",
             len(self.turns) + 1,
@@ -329,28 +299,16 @@ class Conversation:
 
     def to_dict(self) -> dict[str, Any]:
         """The whole conversation as JSON-ready data (dropped turns included)."""
-        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
-        for turn in self.turns:
-            messages += [
-                {"role": "user", "content": turn.user},
-                {"role": "assistant", "content": turn.reply, "finish_reason": turn.finish_reason},
-            ]
-        draft = self.pair.draft
-        return {
-            "target": str(self.pair.target.path),
-            "draft": str(draft.path) if draft is not None else None,
-            "n_ctx": self.pair.n_ctx,
-            "settings": self.settings.flags(),
-            "messages": messages,
-            "turns_dropped_from_context": self.first,
-            "turns": [turn.to_dict() for turn in self.turns],
-        }
+        return chatfile.to_dict(self)
 
-    def save(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON to ``path``; returns the path written."""
-        out = Path(path).expanduser()
-        try:
-            out.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise EdgespecError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        return out
+    def save(self, path: str | Path, state: bool = True) -> chatfile.Saved:
+        """Write :meth:`to_dict` as JSON to ``path`` and, with ``state``, the caches beside it
+        (``FILE.state``), so that :meth:`load` brings the chat back without reading it again."""
+        return chatfile.save(self, path, state)
+
+    @classmethod
+    def load(cls, pair: Pair, path: str | Path, state: bool = True) -> Conversation:
+        """The chat saved at ``path``, on ``pair``, with its caches when ``state`` and they are
+        beside it; a state file that cannot be used raises :class:`~edgespec.errors.StateFileError`
+        (load with ``state=False`` to read the chat again instead)."""
+        return chatfile.load(cls, pair, path, state)

@@ -20,6 +20,7 @@ models take other kernels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,11 @@ def probe_tokens(ctx: Context, n: int) -> list[int]:
 
 
 def batch_differences(
-    ctx: Context, max_n: int, n_prefix: int = N_PREFIX, stop_at_first: bool = True
+    ctx: Context,
+    max_n: int,
+    n_prefix: int = N_PREFIX,
+    stop_at_first: bool = True,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[int, float]:
     """For each batch size 2..``max_n``: the largest difference between the logits of that many
     probe tokens decoded in one batch and the same tokens decoded one at a time (0.0: bit-identical).
@@ -94,6 +99,7 @@ def batch_differences(
     cache holds the same bits. Stops after the first size that differs when ``stop_at_first``.
     The cache is cleared before and after. Raises :class:`NotExactError` when even two single
     steps of the same token differ (a device that does not compute the same thing twice).
+    ``progress`` is told the share of batch sizes checked after each.
     """
     max_n = min(max_n, ctx.n_batch, ctx.n_ctx - 1)
     n_prefix = max(1, min(n_prefix, ctx.n_ctx - max_n))
@@ -120,15 +126,22 @@ def batch_differences(
             out[n] = 0.0 if np.array_equal(batched, single[:n]) else float(np.abs(batched - single[:n]).max())
             if out[n] and stop_at_first:
                 break
+            if progress is not None:
+                progress((n - 1) / (max_n - 1))
+        if progress is not None:
+            progress(1.0)  # also when a size differed and the rest were not needed
         return out
     finally:
         ctx.clear()
 
 
-def batch_cap(ctx: Context, max_n: int, n_prefix: int = N_PREFIX) -> int:
+def batch_cap(
+    ctx: Context, max_n: int, n_prefix: int = N_PREFIX, progress: Callable[[float], None] | None = None
+) -> int:
     """The largest n (at most ``max_n``) such that every batch of 2..n tokens decodes to logits
-    bit-identical to single steps on this device; 1 when no batch does."""
-    diffs = batch_differences(ctx, max_n, n_prefix)
+    bit-identical to single steps on this device; 1 when no batch does (``progress``: as
+    :func:`batch_differences`)."""
+    diffs = batch_differences(ctx, max_n, n_prefix, progress=progress)
     differing = [n for n, d in diffs.items() if d]
     return differing[0] - 1 if differing else max([1, *diffs])
 

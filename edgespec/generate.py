@@ -8,163 +8,49 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Collection, Generator, Iterator, Sequence
-from dataclasses import dataclass
-from itertools import islice
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from edgespec import exactness
+from edgespec.access import PairAccess
+from edgespec.aio import AsyncGeneration
 from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
-from edgespec.engine import Engine, Planner, Step
+from edgespec.engine import Engine
 from edgespec.errors import InvalidParameterError
+from edgespec.generation import Generation, Result, TokenEvent
 from edgespec.llama import Context, Model, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
-from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
+from edgespec.options import STRATEGIES, GenerationOptions, check
 from edgespec.planner import AutoPlanner
 from edgespec.prompts import Prompt, Prompter
 from edgespec.proposers import DraftModel, PromptLookup
-from edgespec.sampling import SamplingParams
+from edgespec.sessions import Sessions
 from edgespec.stats import Stats
 from edgespec.strategies import Planners
-from edgespec.textstream import TextStream
+from edgespec.streaming import Streaming
 
-__all__ = ["STRATEGIES", "Generation", "GenerationOptions", "Pair", "Prompt", "Result", "Stats", "TokenEvent"]
+__all__ = [
+    "STRATEGIES",
+    "AsyncGeneration",
+    "Generation",
+    "GenerationOptions",
+    "Pair",
+    "Progress",
+    "Prompt",
+    "Result",
+    "Stats",
+    "TokenEvent",
+]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One generated token."""
-
-    token: int | None
-    """The token id; None on a last event that only releases held-back text."""
-    text: str
-    """Text released with this token; may be empty (half a UTF-8 character, or text that could
-    begin a stop string), and may include text held back from earlier tokens."""
-    from_draft: bool
-    """True when the token was a guess the target accepted, False when the target chose it."""
+Progress = Callable[[str, float], None]
+"""``progress(stage, fraction)``: how far a long piece of work (loading, measuring) has come."""
 
 
-@dataclass
-class Result:
-    """A finished generation."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str
-    """``"stop"`` (end-of-generation token or stop string), ``"length"`` (max tokens or a full
-    context) or ``"interrupted"``."""
-    stats: Stats
-    strategy: str
-
-
-class Generation:
-    """A generation in progress: iterate for :class:`TokenEvent`; ``result`` once it is done.
-
-    Made by :meth:`Pair.stream`; making one prefills the prompt. Iterating runs the pipeline: the
-    engine's verification steps, then their tokens (each step counted in ``stats``), then text
-    events (ending at an end-of-generation or stop token, a stop string or ``max_tokens``; UTF-8
-    held back until whole), then :attr:`result`. If iteration is interrupted (Ctrl-C, a closed
-    connection), ``result`` still describes the tokens produced so far, with finish reason
-    ``"interrupted"``.
-
-    Args:
-        engine: the target's engine; its history becomes ``prompt``.
-        prompt: the prompt's tokens.
-        planner: chooses each step's guesses.
-        options: sampling, ``max_tokens`` and ``stop``; ``strategy`` is reported as given.
-        max_draft: the most tokens one step may guess.
-        stop_token_ids: tokens that end the generation like an end-of-generation token.
-        finished: called once iteration ends, however it ends.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        prompt: Sequence[int],
-        planner: Planner,
-        options: GenerationOptions,
-        max_draft: int = DRAFT_LIMIT,
-        stop_token_ids: Collection[int] = (),
-        finished: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.strategy = options.strategy
-        self.stats = Stats(prompt_tokens=len(prompt))
-        self.token_ids: list[int] = []
-        self.finish_reason = "interrupted"
-        self._text = TextStream(options.stop)
-        t0 = time.perf_counter()
-        self.stats.prompt_prefilled = engine.start(prompt)
-        self.stats.prompt_seconds = time.perf_counter() - t0
-        params = SamplingParams(
-            options.temperature, options.top_k, options.top_p, options.min_p, options.seed
-        )
-        steps = engine.steps(planner, params, params.rng(), options.max_tokens, max_draft)
-        tokens = islice(_tokens(steps, self.stats), options.max_tokens)
-        self._events = self._text_events(tokens, engine.target.model, set(stop_token_ids), finished)
-
-    def __iter__(self) -> Iterator[TokenEvent]:
-        return self._events
-
-    def close(self) -> None:
-        """Stop generating now (a client went away); ``result`` keeps what was produced."""
-        self._events.close()
-
-    @property
-    def result(self) -> Result:
-        """The result so far (the final one once iteration has ended)."""
-        return Result(self._text.text, list(self.token_ids), self.finish_reason, self.stats, self.strategy)
-
-    def _text_events(
-        self,
-        tokens: Iterator[tuple[int, bool]],
-        target: Model,
-        stop_ids: set[int],
-        finished: Callable[[], None],
-    ) -> Generator[TokenEvent, None, None]:
-        stats, text = self.stats, self._text
-        t0 = time.perf_counter()
-        try:
-            self.finish_reason = "length"  # max tokens or a full context, unless a stop comes first
-            for token, from_draft in tokens:
-                if not stats.ttft_seconds:  # the first step has just been verified
-                    stats.ttft_seconds = stats.prompt_seconds + time.perf_counter() - t0
-                if target.is_eog(token) or token in stop_ids:
-                    self.finish_reason = "stop"
-                    break
-                self.token_ids.append(token)
-                stats.n_tokens += 1
-                piece = text.push(target.token_bytes(token))
-                if piece or not text.stopped:  # an empty event still marks the token
-                    yield TokenEvent(token, piece, from_draft)
-                if text.stopped:
-                    self.finish_reason = "stop"
-                    break
-            rest = text.flush()
-            if rest:
-                yield TokenEvent(None, rest, False)
-        except BaseException:  # Ctrl-C, or the consumer closing the stream early
-            self.finish_reason = "interrupted"
-            raise
-        finally:
-            stats.decode_seconds = time.perf_counter() - t0
-            finished()
-
-
-def _tokens(steps: Iterator[Step], stats: Stats) -> Iterator[tuple[int, bool]]:
-    """Each step's tokens in order, with whether each was a guess the target accepted."""
-    for step in steps:
-        stats.add(step)
-        for i, token in enumerate(step.tokens):
-            yield token, i < step.n_accepted
-
-
-class Pair:
+class Pair(Streaming):
     """A target model, an optional draft model, and their contexts, loaded once.
 
     Args:
@@ -182,8 +68,11 @@ class Pair:
             differently from a single step after a near-tie. The target is loaded with kernels
             that do not depend on the batch size (:mod:`edgespec.exactness`), and every strategy
             verifies at most :attr:`batch_cap` tokens at once, at some cost in speed.
+        progress: called as ``progress(stage, fraction)`` during long work: ``"loading target"``,
+            ``"loading draft"``, ``"checking exact mode"``, ``"measuring this device"`` (0 to 1).
 
-    A context manager: ``with Pair(...) as pair:`` frees the models on leaving.
+    Thread-safe: one generation at a time, the others waiting in the order they asked
+    (:mod:`edgespec.access`). A context manager: ``with Pair(...) as pair:`` frees the models.
     """
 
     def __init__(
@@ -198,19 +87,21 @@ class Pair:
         max_draft: int = 16,
         p_min: float = 0.75,
         exact: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         _check_arguments(n_ctx, n_threads, max_draft, p_min)
         threads = n_threads or _available_cpus()
         self.n_gpu_layers = n_gpu_layers
         self.exact = exact
-        self.target, self.draft = _open_models(target, draft, n_gpu_layers, exact)
+        self.progress = progress
+        self.target, self.draft = _open_models(target, draft, n_gpu_layers, exact, progress)
         n_ctx = n_ctx or min(4096, self.target.n_ctx_train)
         batch = min(n_batch, n_ctx)
         context = exactness.make_context if exact else Context
         self.target_ctx = context(self.target, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
         self.engine = Engine(self.target_ctx)
         longest = min(max_draft + 1, batch)  # the longest verification this pair's options allow
-        self.batch_cap = _batch_cap(self.target_ctx, n_gpu_layers, longest) if exact else None
+        self.batch_cap = _batch_cap(self.target_ctx, n_gpu_layers, longest, progress) if exact else None
         """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
         self.lookup = PromptLookup()
         self.draft_model: DraftModel | None = None
@@ -219,9 +110,9 @@ class Pair:
             self.draft_model = DraftModel(draft_ctx, self.target.n_vocab, p_min)
         self.max_draft = max_draft
         self.prompter = Prompter(self.target)
-        """Renders and tokenizes prompts with the target's chat template and vocabulary."""
         self.planners = Planners(self.lookup, self.draft_model, self._build_auto)
-        """The planner behind each strategy name (``auto``'s built on first use)."""
+        self.access = PairAccess([self.target_ctx, *([self.draft_model.ctx] if self.draft_model else [])])
+        self.sessions = Sessions(self.engine, self.draft_model, self.access)
 
     @property
     def n_ctx(self) -> int:
@@ -230,75 +121,38 @@ class Pair:
 
     def costs(self, refresh: bool = False) -> CostModel:
         """This device's verification and drafting costs (measured once, then cached on disk)."""
-        return self.planners.auto(refresh).costs
+        with self.access.hold():
+            return self.planners.auto(refresh).costs
 
     def _build_auto(self, refresh: bool) -> AutoPlanner:
         draft_ctx = self.draft_model.ctx if self.draft_model else None
-        costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
-        self.reset()  # measuring used the caches
+        self.sessions.switch(None)  # measuring uses the caches: set aside the session they hold
+        costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh, _stage(self.progress))
+        self._clear()
         return AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
 
     def check_strategy(self, strategy: str) -> None:
         """Raise :class:`InvalidParameterError` unless this pair can run ``strategy``."""
         self.planners.check(strategy)
 
-    def stream(
-        self,
-        prompt: Prompt | list[int],
-        options: GenerationOptions | None = None,
-        *,
-        stop_token_ids: Sequence[int] = (),
-        chat_template: str | None = None,
-        planner: Planner | None = None,
-        **changes: Any,
-    ) -> Generation:
-        """Prefill the prompt and start generating; iterate the returned :class:`Generation`.
-
-        ``prompt`` is raw text, chat messages, or token ids. ``options`` (default: the defaults of
-        :class:`GenerationOptions`) says how; keyword ``changes`` override its fields (``max_tokens=64``).
-        Generation ends at an end-of-generation token, a stop string or token, ``max_tokens``, or a full
-        context. ``options.max_draft`` caps the tokens guessed per step for this generation, whatever the
-        strategy (None: the pair's). ``planner`` replaces the strategy's planner (experiments, tests).
-        """
-        opts = options or GenerationOptions()
-        if changes:
-            opts = opts.replace(**changes)
-        # Messages are checked (and the prompt tokenized) before the planner is built: building
-        # `auto`'s the first time measures the device, seconds that a bad request must not cost.
-        tokens = self.prompter.tokenize(prompt, chat_template)
-        if planner is None:
-            planner = self.planners.get(opts.strategy, opts.max_draft or self.max_draft)
-        limit = opts.max_draft or DRAFT_LIMIT
-        if self.batch_cap is not None:
-            limit = min(limit, self.batch_cap - 1)  # exact mode: no batch beyond the bit-identical ones
-        return Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._remember)
-
-    def _remember(self) -> None:
-        # Later requests (other chats, an editor resending a file) may copy from this one.
-        self.lookup.remember(self.engine.history)
-
-    def generate(
-        self, prompt: Prompt | list[int], options: GenerationOptions | None = None, **changes: Any
-    ) -> Result:
-        """Generate to the end and return the :class:`Result`. Takes :meth:`stream`'s arguments."""
-        gen = self.stream(prompt, options, **changes)
-        for _ in gen:
-            pass
-        return gen.result
-
     def reset(self, forget_earlier: bool = False) -> None:
         """Forget cached conversation state in both models (a new conversation).
 
         With ``forget_earlier``, lookups also forget the prompts and replies of earlier requests,
         so that the next generation copies from nothing but its own text (benchmarks)."""
-        self.engine.reset()
-        if self.draft_model:
-            self.draft_model.reset()
+        with self.access.hold():
+            self._clear()
         if forget_earlier:
             self.lookup.reset()
 
+    def _clear(self) -> None:
+        self.engine.reset()
+        if self.draft_model:
+            self.draft_model.reset()
+
     def close(self) -> None:
-        """Free contexts, then models."""
+        """Stop the generation in progress, wait for it to let go, then free contexts and models."""
+        self.access.close()
         if self.draft_model:
             self.draft_model.ctx.close()
         self.target_ctx.close()
@@ -325,25 +179,33 @@ def _check_arguments(n_ctx: int | None, n_threads: int | None, max_draft: int, p
         raise InvalidParameterError(f"p-min must be in [0, 1], got {p_min}")
 
 
+def _stage(progress: Progress | None, stage: str = "measuring this device") -> Callable[[float], None] | None:
+    """``progress`` for one stage of the work, or None."""
+    return None if progress is None else lambda fraction: progress(stage, fraction)
+
+
 def _open_models(
-    target: str | Path, draft: str | Path | None, n_gpu_layers: int, exact: bool
+    target: str | Path, draft: str | Path | None, n_gpu_layers: int, exact: bool, progress: Progress | None
 ) -> tuple[Model, Model | None]:
     """The target (loaded exact mode's way when asked) and the draft, checked to fit the target."""
     if exact and not set_tiled_matmul(False):
         logger.warning(
             "exact mode: ggml's tiled matmul was already on in this process; batches are capped lower"
         )
-    target_model = Model(target, n_gpu_layers=n_gpu_layers, **(exactness.MODEL_OPTIONS if exact else {}))
+    options = exactness.MODEL_OPTIONS if exact else {}
+    target_model = Model(
+        target, n_gpu_layers=n_gpu_layers, progress=_stage(progress, "loading target"), **options
+    )
     if draft is None:
         return target_model, None
-    draft_model = Model(draft, n_gpu_layers=n_gpu_layers)
+    draft_model = Model(draft, n_gpu_layers=n_gpu_layers, progress=_stage(progress, "loading draft"))
     check_compatible(target_model, draft_model)
     return target_model, draft_model
 
 
-def _batch_cap(target_ctx: Context, n_gpu_layers: int, max_n: int) -> int:
+def _batch_cap(target_ctx: Context, n_gpu_layers: int, max_n: int, progress: Progress | None) -> int:
     """Exact mode's verification cap on this device, with a warning when it allows no guess."""
-    cap = exact_cap(target_ctx, n_gpu_layers, max_n)
+    cap = exact_cap(target_ctx, n_gpu_layers, max_n, progress=_stage(progress, "checking exact mode"))
     if note := exactness.no_speculation_note(cap, target_ctx):
         logger.warning("%s", note)
     return cap

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,17 @@ def _time_decode(ctx: Context, n: int) -> float:
     return seconds
 
 
-def measure(ctx: Context, sizes: tuple[int, ...] = BATCH_SIZES, reps: int = 3) -> dict[int, float]:
+def measure(
+    ctx: Context,
+    sizes: tuple[int, ...] = BATCH_SIZES,
+    reps: int = 3,
+    progress: Callable[[float], None] | None = None,
+) -> dict[int, float]:
     """Seconds to decode n tokens (with logits for each) after a short prefix, by n.
 
     Sizes are measured round-robin and the fastest of ``reps`` runs is kept: other programs on a
     shared machine only ever add time, and round-robin spreads a burst of them over all sizes.
+    ``progress`` is told the share done after each round.
     """
     ctx.clear()
     filler = ctx.model.bos if ctx.model.bos >= 0 else 0
@@ -70,9 +77,11 @@ def measure(ctx: Context, sizes: tuple[int, ...] = BATCH_SIZES, reps: int = 3) -
     _time_decode(ctx, 1)  # warm up: first calls allocate buffers
     sizes = tuple(n for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx)
     out = {n: float("inf") for n in sizes}
-    for _ in range(reps):
+    for rep in range(reps):
         for n in sizes:
             out[n] = min(out[n], _time_decode(ctx, n))
+        if progress is not None:
+            progress((rep + 1) / reps)
     ctx.clear()
     return out
 
@@ -98,11 +107,13 @@ def rewind_costs(ctx: Context, reps: int = 5) -> dict[str, float]:
     return {"save": save, "restore": restore}
 
 
-def _entry(ctx: Context, sizes: tuple[int, ...], reps: int, now: float) -> dict[str, Any]:
+def _entry(
+    ctx: Context, sizes: tuple[int, ...], reps: int, now: float, progress: Callable[[float], None] | None
+) -> dict[str, Any]:
     return {
         "at": now,
         "model": ctx.model.path.name,
-        "seconds": measure(ctx, sizes, reps),
+        "seconds": measure(ctx, sizes, reps, progress),
         **rewind_costs(ctx),
     }
 
@@ -118,9 +129,14 @@ def _model(target: dict[str, Any], draft: dict[str, Any] | None, target_ctx: Con
 
 
 def device_costs(
-    target: Context, draft: Context | None, n_gpu_layers: int = 0, refresh: bool = False
+    target: Context,
+    draft: Context | None,
+    n_gpu_layers: int = 0,
+    refresh: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> CostModel:
-    """The cost model for this pair on this device, from the cache when fresh."""
+    """The cost model for this pair on this device, from the cache when fresh; ``progress`` is told
+    the share measured (0 to 1) when it is measured."""
     path = cache_dir() / "costs.json"
     entries = read_json(path)
     keys = [_key(target, n_gpu_layers)] + ([_key(draft, n_gpu_layers)] if draft else [])
@@ -128,18 +144,26 @@ def device_costs(
     fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
     if refresh or len(fresh) < len(keys):
         logger.info("measuring verification costs on this device (a few seconds, cached)")
-        entries[keys[0]] = _entry(target, BATCH_SIZES, 3, now)
+        share = 1.0 if draft is None else 0.75  # of the time, about: the draft's sizes are fewer
+        entries[keys[0]] = _entry(target, BATCH_SIZES, 3, now, _scaled(progress, 0.0, share))
         if draft is not None:
             # Single steps (drafting) and a few batch sizes (catching up after a copy).
-            entries[keys[1]] = _entry(draft, DRAFT_BATCH_SIZES, 5, now)
+            entries[keys[1]] = _entry(draft, DRAFT_BATCH_SIZES, 5, now, _scaled(progress, share, 1.0))
         _save(path, entries)
         fresh = [entries[k] for k in keys]
     return _model(fresh[0], fresh[1] if draft is not None else None, target)
 
 
-def exact_cap(ctx: Context, n_gpu_layers: int = 0, max_n: int = 64, refresh: bool = False) -> int:
+def exact_cap(
+    ctx: Context,
+    n_gpu_layers: int = 0,
+    max_n: int = 64,
+    refresh: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> int:
     """The largest verification batch bit-identical to single steps on this device, from the cache
-    when fresh (checked for batches up to ``max_n``; a cap found below it holds for any larger)."""
+    when fresh (checked for batches up to ``max_n``; a cap found below it holds for any larger).
+    ``progress`` is told the share checked when it is checked."""
     path = cache_dir() / "costs.json"
     entries = read_json(path)
     key = _key(ctx, n_gpu_layers) + ":exact"
@@ -152,10 +176,17 @@ def exact_cap(ctx: Context, n_gpu_layers: int = 0, max_n: int = 64, refresh: boo
     ):
         return min(int(entry["cap"]), max_n)
     logger.info("checking that batched verification is bit-identical on this device (once, cached)")
-    cap = exactness.batch_cap(ctx, max_n)
+    cap = exactness.batch_cap(ctx, max_n, progress=progress)
     entries[key] = {"at": time.time(), "model": ctx.model.path.name, "cap": cap, "checked": max_n}
     _save(path, entries)
     return cap
+
+
+def _scaled(
+    progress: Callable[[float], None] | None, start: float, end: float
+) -> Callable[[float], None] | None:
+    """``progress`` for a part of the work that runs from ``start`` to ``end`` of the whole."""
+    return None if progress is None else lambda fraction: progress(start + (end - start) * fraction)
 
 
 def _save(path: Path, entries: dict[str, Any]) -> None:

@@ -158,6 +158,29 @@ def test_ctrl_c_stops_the_reply_and_the_conversation_goes_on(
     assert messages[1]["finish_reason"] == "interrupted" and messages[1]["content"]
 
 
+def test_save_then_load_in_a_new_chat_restores_the_caches(
+    greedy: list[str], env: dict[str, str], tmp_path: Path
+) -> None:
+    chat_file = tmp_path / "chat.json"
+    for chat in start([*greedy, "--max-tokens", "16"], env):
+        first = chat.say("tell me about speculative decoding " * 9)
+        assert int(first.group(3)) > 315
+        chat.command(f"/save {chat_file}", "its caches to chat.json.state")
+        assert chat.leave() == 0
+    for chat in start([*greedy, "--max-tokens", "16"], env):  # another process: caches from the file
+        chat.command(f"/load {chat_file}", "(loaded 1 turns from")
+        assert "its caches restored" in chat.child.before
+        assert int(chat.say("and then?").group(3)) < 35  # only the new message is read
+        assert chat.leave() == 0
+    (tmp_path / "chat.json.state").write_bytes(b"EDGESPEC-STATE 1\n" + b"\0" * 8)
+    for chat in start([*greedy, "--max-tokens", "16"], env):
+        chat.child.sendline(f"/load {chat_file}")
+        chat.child.expect(r"error: \S+chat.json.state: corrupt")
+        chat.command("", "read again at the next turn")
+        assert int(chat.say("and then?").group(3)) > 315  # refused: the chat is read again
+        assert chat.leave() == 0
+
+
 def test_ctrl_c_at_the_prompt_clears_the_line(greedy: list[str], env: dict[str, str]) -> None:
     for chat in start(greedy, env):
         chat.child.send("half a thought")

@@ -286,7 +286,7 @@ def test_a_message_too_long_for_the_context_is_refused(small: Conversation) -> N
 def test_save_writes_the_conversation_as_json(conv: Conversation, tmp_path: Path) -> None:
     conv.set_system("sys")
     say(conv, "hello there")
-    path = conv.save(tmp_path / "chat.json")
+    path = conv.save(tmp_path / "chat.json").path
     data = json.loads(path.read_text(encoding="utf-8"))
     assert [m["role"] for m in data["messages"]] == ["system", "user", "assistant"]
     assert data["messages"][2]["content"] == conv.turns[0].reply

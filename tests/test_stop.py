@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgespec import Pair
 from edgespec.errors import Cancelled
 from edgespec.llama import Context, Model
 from edgespec.llama.context import STOPPABLE_FROM
@@ -97,3 +99,63 @@ def test_a_verification_step_asks_no_callback(tiny: dict[str, Path]) -> None:
     assert next(asked) == 0
     ctx.decode([5] * (STOPPABLE_FROM + 1), ctx.n_past, 1)
     assert next(asked) > 1
+
+
+@pytest.fixture(scope="module", params=["target", "lfm2-target"])
+def pair(tiny: dict[str, Path], request: pytest.FixtureRequest) -> Iterator[Pair]:
+    arch = request.param
+    draft = arch.replace("target", "draft-same")
+    with Pair(tiny[arch], tiny[draft], n_ctx=1024, n_batch=CHUNK, n_threads=1) as p:
+        yield p
+
+
+def reference(pair: Pair, prompt: list[int]) -> list[int]:
+    """The greedy reply read from an empty cache."""
+    pair.reset()
+    return pair.generate(prompt, temperature=0, max_tokens=16, strategy="none").token_ids
+
+
+def test_a_stopped_prompt_is_kept_and_the_next_request_reads_only_the_rest(pair: Pair) -> None:
+    prompt = pair.target.tokenize(TEXT, add_special=False)[:600]
+    want = reference(pair, prompt)
+    pair.reset()
+    nodes = nodes_per_chunk(pair.target_ctx, prompt)
+    with pytest.raises(Cancelled):
+        pair.stream(prompt, temperature=0, max_tokens=16, strategy="none", cancel=StopAfter(3 * nodes + 5))
+    assert pair.target_ctx.n_past == 3 * CHUNK and not pair.access.busy
+    again = pair.generate(prompt, temperature=0, max_tokens=16, strategy="none")
+    assert again.stats.prompt_prefilled == len(prompt) - 1 - 3 * CHUNK
+    assert again.token_ids == want
+
+
+def test_a_stop_while_the_draft_catches_up_ends_the_reply_and_keeps_its_cache_right(pair: Pair) -> None:
+    # The draft reads a long prompt in the first step: a stop there ends the reply at once.
+    assert pair.draft_model is not None
+    prompt = pair.target.tokenize(TEXT, add_special=False)[:600]
+    want = reference(pair, prompt)
+    pair.reset()
+    nodes = nodes_per_chunk(pair.draft_model.ctx, prompt)
+    prefill = len(prompt) - 1  # the target's prompt: read in chunks, each asking the check
+    cancel = StopAfter(nodes * (-(-prefill // CHUNK) + 2) + 3)  # then two chunks of the draft's
+    gen = pair.stream(prompt, temperature=0, max_tokens=16, strategy="draft", cancel=cancel)
+    assert list(gen) == [] and gen.result.finish_reason == "interrupted"
+    draft = pair.draft_model
+    assert draft.ctx.n_past == 2 * CHUNK and draft.cached == prompt[: 2 * CHUNK]
+    again = pair.generate(prompt, temperature=0, max_tokens=16, strategy="draft")
+    assert again.token_ids == want
+    assert again.stats.acceptance == 1.0  # the draft is the target: a wrong draft cache would show
+
+
+def test_cancel_from_another_thread_stops_after_the_step_in_progress(pair: Pair) -> None:
+    prompt = pair.target.tokenize("hello world", add_special=False)  # a long reply from both
+    pair.reset()
+    gen = pair.stream(prompt, temperature=0, max_tokens=200, strategy="none")
+    seen = []
+    for event in gen:
+        seen.append(event.token)
+        if len(seen) == 5:
+            threading.Thread(target=gen.cancel).start()
+            threading.Event().wait(0.05)
+    assert gen.result.finish_reason == "interrupted"
+    assert len(gen.result.token_ids) == len(seen) <= 6  # a step of strategy none is one token
+    assert not pair.access.busy

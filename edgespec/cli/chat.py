@@ -18,7 +18,7 @@ from rich.console import Console
 from edgespec.cli.chat_input import Reader, reader
 from edgespec.cli.options import generation_options, load_pair, model_options, sampling_options
 from edgespec.conversation import Conversation, Reply, Totals
-from edgespec.errors import EdgespecError
+from edgespec.errors import EdgespecError, StateFileError
 from edgespec.generate import Stats, TokenEvent
 from edgespec.options import FLAGS
 
@@ -35,7 +35,8 @@ HELP = """\
 /system [TEXT]      show or set the system prompt
 /set [NAME VALUE]   show or change a setting: {names}
 /stats              this session's totals
-/save FILE          write the conversation as JSON
+/save FILE          write the conversation as JSON, and its caches to FILE.state
+/load FILE          go back to a saved conversation (its caches too, if saved and valid)
 A line of \"\"\" opens and closes a multi-line message; Alt+Enter inserts a newline.
 Ctrl-C stops a reply. Start a message with a space to send text that begins with /."""
 
@@ -130,7 +131,13 @@ class ChatUI:
         # NO_COLOR: rich drops colours but keeps attributes such as dim; plain text is asked for.
         self.note_style = None if self.console.no_color else NOTE_STYLE
         self._planned = False
-        self.commands = Commands(conversation, self.note, self._respond).by_name
+        self._commands = Commands(conversation, self.note, self._respond, self._switch)
+        self.commands = self._commands.by_name
+
+    def _switch(self, conversation: Conversation) -> None:
+        """Carry on with another conversation (``/load``); what was kept of this one goes."""
+        self.conversation.pair.sessions.forget(self.conversation)
+        self.conversation = self._commands.conversation = conversation
 
     def run(self) -> None:
         """Read and answer until Ctrl-D, /exit or /bye."""
@@ -168,8 +175,12 @@ class ChatUI:
 
     def _respond(self, start: Callable[[], Reply]) -> None:
         """Stream one reply; Ctrl-C stops it, keeping what was said."""
+        pair = self.conversation.pair
+        bars, waiting = pair.progress, self._waiting()
         try:
-            with self.console.status(self._waiting(), spinner="dots"):
+            with self.console.status(waiting, spinner="dots") as status:
+                # The spinner owns the terminal: a measurement's progress goes into its line.
+                pair.progress = lambda stage, share: status.update(f"{waiting} {stage} {share:.0%}")
                 reply = start()
         except KeyboardInterrupt:
             self.note("(interrupted)")
@@ -177,6 +188,8 @@ class ChatUI:
         except EdgespecError as exc:
             self.note(f"error: {exc}")
             return
+        finally:
+            pair.progress = bars
         if reply.dropped:
             self._dropped_notice(reply.dropped)
         last = ""
@@ -243,6 +256,7 @@ class Commands:
         conversation: what the commands show and change.
         note: prints a line that is not the model's.
         respond: streams a reply, given what starts it (``/regen``).
+        switch: carries on with another conversation (``/load``).
     """
 
     def __init__(
@@ -250,10 +264,12 @@ class Commands:
         conversation: Conversation,
         note: Callable[[str], None],
         respond: Callable[[Callable[[], Reply]], None],
+        switch: Callable[[Conversation], None],
     ) -> None:
         self.conversation = conversation
         self.note = note
         self.respond = respond
+        self.switch = switch
         self.by_name: dict[str, Callable[[str], bool]] = {
             "/help": self._help,
             "/exit": self._exit,
@@ -264,6 +280,7 @@ class Commands:
             "/set": self._set,
             "/stats": self._stats,
             "/save": self._save,
+            "/load": self._load,
         }
 
     def _help(self, arg: str) -> bool:
@@ -308,6 +325,26 @@ class Commands:
         if not arg:
             self.note("usage: /save FILE")
             return True
-        path = self.conversation.save(arg)
-        self.note(f"(saved to {path})")
+        saved = self.conversation.save(arg)
+        if saved.state_path is None:
+            self.note(f"(saved to {saved.path})")
+        else:
+            size = saved.state_bytes / 1e6
+            self.note(f"(saved to {saved.path}, its caches to {saved.state_path.name}, {size:.1f} MB)")
+        return True
+
+    def _load(self, arg: str) -> bool:
+        if not arg:
+            self.note("usage: /load FILE")
+            return True
+        pair = self.conversation.pair
+        try:
+            conversation = Conversation.load(pair, arg)
+            how = "its caches restored" if conversation in pair.sessions else "read again at the next turn"
+        except StateFileError as exc:
+            self.note(f"error: {exc}")
+            conversation = Conversation.load(pair, arg, state=False)
+            how = "read again at the next turn"
+        self.switch(conversation)
+        self.note(f"(loaded {len(conversation.turns)} turns from {arg}: {how})")
         return True

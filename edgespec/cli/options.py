@@ -120,6 +120,7 @@ def load_pair(
     org/repo/file.gguf); with none, the default pair from the cache, pulled if missing."""
     import logging
 
+    from edgespec.cli.progress import ProgressBars
     from edgespec.hub import resolve_pair
 
     logging.getLogger("edgespec.hub").setLevel(logging.INFO)  # say so when a download starts
@@ -133,6 +134,7 @@ def load_pair(
         max_draft=draft_max,
         p_min=p_min,
         exact=exact,
+        progress=ProgressBars(),  # on a terminal: loading, the device's measurement, exact mode's check
     )
     if loaded.batch_cap is not None and (note := no_speculation_note(loaded.batch_cap, loaded.target_ctx)):
         click.echo(f"edgespec: note: {note}", err=True)

@@ -60,6 +60,7 @@ def serve(
         pair.check_strategy(defaults.strategy)
         if defaults.strategy == "auto":
             pair.costs()  # measured now (or read from the cache) rather than on the first request
+        pair.progress = None  # bars at startup only: later, the terminal is the server's log
         config = server.ServerConfig(model_id, api_key, cors, queue_size, defaults)
         app = server.create_app(pair, config)
         url = server.url_of(sock)
