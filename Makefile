@@ -14,8 +14,8 @@ chat: install
 	.venv/bin/edgespec chat
 
 lint: install-dev
-	.venv/bin/ruff check edgespec tests scripts
-	.venv/bin/ruff format --check edgespec tests scripts
+	.venv/bin/ruff check edgespec tests scripts examples
+	.venv/bin/ruff format --check edgespec tests scripts examples
 	.venv/bin/mypy
 
 test: lint
