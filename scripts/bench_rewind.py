@@ -38,44 +38,40 @@ SHOWN = (2, 4, 8, 16)
 PREFIX = 64
 
 
-def fastest(reps: int, run: Callable[[], float]) -> float:
-    return min(run() for _ in range(reps))
+def timed(fn: Callable[..., object], *args: object) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
-def measure(ctx: Context, reps: int) -> dict[str, dict[int, float]]:
-    """Seconds by batch size n: the decode, the save before it, a native cut of the second half,
-    a restore; all from the same prefix."""
-    tokens = [(7 * i + 3) % ctx.n_vocab for i in range(PREFIX + 64)]
-    ctx.clear()
-    ctx.decode(tokens[:PREFIX], 0, 0)
-    ctx.snapshot()
-    out: dict[str, dict[int, float]] = {k: {} for k in ("decode", "save", "cut", "restore")}
-
-    def timed(fn: Callable[[], object]) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
-    for n in SIZES:
-        batch = tokens[PREFIX : PREFIX + n]
-        keep = PREFIX + 1 + (n - 1) // 2  # the pending token and the first half of the guesses
-
-        def decode_and_cut(batch: list[int] = batch, keep: int = keep) -> tuple[float, float]:
-            d = timed(lambda: ctx.decode(batch, PREFIX, len(batch)))
-            c = timed(lambda: ctx.truncate(keep))
-            ctx.truncate(PREFIX)  # back to the snapshot for the next round
-            return d, c
-
-        runs = [decode_and_cut() for _ in range(reps)]
-        out["decode"][n] = min(d for d, _ in runs)
-        out["cut"][n] = min(c for _, c in runs)
-    out["save"][0] = fastest(reps, lambda: timed(ctx.checkpoint))
-    restores = []
+def measure(contexts: list[Context], reps: int) -> list[dict[str, dict[int, float]]]:
+    """For each context, seconds by batch size n: the decode, a cut of its second half, and
+    (under key 0) a save and a restore; all from the same prefix. The contexts and the sizes take
+    turns within each of ``reps`` rounds, so that drift falls on all alike; the fastest is kept."""
+    tokens = [(7 * i + 3) % contexts[0].n_vocab for i in range(PREFIX + 64)]
+    inf = float("inf")
+    out = [{"decode": dict.fromkeys(SIZES, inf), "cut": dict.fromkeys(SIZES, inf)} for _ in contexts]
+    for o in out:
+        o["save"], o["restore"] = {0: inf}, {0: inf}
+    for ctx in contexts:
+        ctx.clear()
+        ctx.decode(tokens[:PREFIX], 0, 0)
+        ctx.snapshot()
     for _ in range(reps):
-        ctx.decode(tokens[PREFIX : PREFIX + 1], PREFIX, 1)  # one token: only a restore undoes it
-        restores.append(timed(lambda: ctx.truncate(PREFIX)))
-    out["restore"][0] = min(restores)
-    ctx.clear()
+        for n in SIZES:
+            keep = PREFIX + 1 + (n - 1) // 2  # the pending token and the first half of the guesses
+            for ctx, o in zip(contexts, out, strict=True):
+                o["decode"][n] = min(
+                    o["decode"][n], timed(ctx.decode, tokens[PREFIX : PREFIX + n], PREFIX, n)
+                )
+                o["cut"][n] = min(o["cut"][n], timed(ctx.truncate, keep))
+                ctx.truncate(PREFIX)  # back to the snapshot for the next size
+        for ctx, o in zip(contexts, out, strict=True):
+            o["save"][0] = min(o["save"][0], timed(ctx.checkpoint))
+            ctx.decode(tokens[PREFIX : PREFIX + 1], PREFIX, 1)  # one token: only a restore undoes it
+            o["restore"][0] = min(o["restore"][0], timed(ctx.truncate, PREFIX))
+    for ctx in contexts:
+        ctx.clear()
     return out
 
 
@@ -85,7 +81,7 @@ def report(path: Path, threads: int, reps: int) -> dict[str, object]:
     native = Context(model, n_ctx=512, n_batch=512, n_threads=threads)
     saved = Context(model, n_ctx=512, n_batch=512, n_threads=threads, rollback=0)
     print(f"\n{path.name} ({model.arch}): native rewind '{native.rewind}', the other '{saved.rewind}'")
-    a, b = measure(native, reps), measure(saved, reps)
+    a, b = measure([native, saved], reps)
     save, restore = b["save"][0], b["restore"][0]
     plain = CostModel({n: b["decode"][n] - (save if n > 1 else 0.0) for n in SIZES}).verify
     step = plain(1)
