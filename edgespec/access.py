@@ -2,8 +2,10 @@
 asked, each with a cancel event that also stops a long prompt midway.
 
 A generation holds the pair from :meth:`~edgespec.generate.Pair.stream` (its prompt read first) to
-the end of its iteration, its ``close()``, or its being garbage-collected. Another thread or task
-that asks meanwhile waits its turn, or, with ``wait=False``, gets :class:`PairBusyError` at once.
+the end of its iteration, its ``close()``, or its being garbage-collected (a generation refers to
+itself through its pipeline, so that is at Python's next cycle collection, not at once). Another
+thread or task that asks meanwhile waits its turn, or with ``wait=False`` gets
+:class:`PairBusyError` at once.
 A thread that starts a generation while its own earlier one is unfinished (a loop left with
 ``break``) ends that one first, as finish reason ``"interrupted"``: it can never iterate both.
 """
@@ -11,6 +13,7 @@ A thread that starts a generation while its own earlier one is unfinished (a loo
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -82,7 +85,8 @@ class PairAccess:
     def __init__(self, contexts: Sequence[Context]) -> None:
         self._lock = FifoLock()
         self._contexts = contexts
-        self._running: Running | None = None
+        # Weak: a generation dropped unfinished is collected, and its finalizer lets the pair go.
+        self._running: weakref.ref[Running] | None = None
         self._owner = 0  # the thread that started the running generation
         self._cancel: threading.Event | None = None  # the running generation's
         self._closed = False
@@ -90,7 +94,7 @@ class PairAccess:
     def begin(self, cancel: threading.Event | None, wait: bool) -> threading.Event:
         """Take the pair for one generation (waiting for those before, unless not ``wait``); returns
         its cancel event (``cancel``, or a new one), which now stops the contexts' long decodes."""
-        running = self._running
+        running = self._running() if self._running is not None else None
         if running is not None and self._owner == threading.get_ident():
             running.close()  # this thread left its last generation unfinished
         self.check_open()
@@ -113,7 +117,7 @@ class PairAccess:
 
     def started(self, generation: Running) -> None:
         """The generation that holds the pair, once made (its prompt read)."""
-        self._running = generation
+        self._running = weakref.ref(generation)
 
     def end(self) -> None:
         """The generation is over (or never started): the next request may go."""
@@ -140,7 +144,8 @@ class PairAccess:
         """Refuse new requests, stop the running one, and wait until it has let go. Threads that
         might still start requests must be done first: a request refused here may be tokenizing."""
         self._closed = True
-        running, cancel = self._running, self._cancel
+        running = self._running() if self._running is not None else None
+        cancel = self._cancel
         if running is not None and self._owner == threading.get_ident():
             running.close()
         elif cancel is not None:

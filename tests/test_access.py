@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import time
@@ -111,6 +112,20 @@ def test_a_generation_left_unfinished_by_its_thread_gives_way_to_its_next(pair: 
         break  # left suspended, as a loop left with break leaves it
     assert pair.generate("a", **GREEDY).token_ids == want  # no deadlock: the first gave way
     assert gen.result.finish_reason == "interrupted"
+
+
+def test_a_generation_dropped_unfinished_lets_the_pair_go(pair: Pair) -> None:
+    def start_and_drop() -> None:
+        gen = pair.stream("hello world", **GREEDY)
+        next(iter(gen))
+        del gen  # never finished, never closed
+
+    t = threading.Thread(target=start_and_drop)
+    t.start()
+    t.join()
+    gc.collect()  # a generation refers to itself through its pipeline: collected with cycles
+    with pair.stream("a", **GREEDY, wait=False) as gen:  # no PairBusyError: it let go when collected
+        assert list(gen)
 
 
 def test_closing_the_pair_stops_a_generation_on_another_thread(tiny: dict[str, Path]) -> None:
