@@ -22,6 +22,7 @@ Start = Callable[[threading.Event], Generation]
 prompt); runs on the generation's thread."""
 
 _Item = TokenEvent | Result | BaseException
+_POLL_S = 0.05  # how often a thread waiting to be asked looks whether it was cancelled meanwhile
 
 
 class AsyncGeneration:
@@ -122,7 +123,7 @@ def _run(
     try:
         with start(cancel) as generation:
             events = iter(generation)
-            while demand.acquire() and not cancel.is_set():
+            while _asked(demand, cancel):
                 event = next(events, None)
                 if event is None:
                     break
@@ -130,3 +131,12 @@ def _run(
         send(generation.result)
     except BaseException as exc:  # handed to the reader, who raises it
         send(exc)
+
+
+def _asked(demand: threading.Semaphore, cancel: threading.Event) -> bool:
+    """Wait until the reader asks for the next event (True) or the generation is cancelled (False):
+    by the reader, or by ``Pair.close`` on another thread, which sets the same event."""
+    while not demand.acquire(timeout=_POLL_S):
+        if cancel.is_set():
+            return False
+    return not cancel.is_set()

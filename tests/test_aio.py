@@ -131,3 +131,18 @@ def test_aclose_stops_and_keeps_what_was_generated(pair: Pair) -> None:
     n, reason, n_tokens = asyncio.run(main())
     assert reason == "interrupted" and n <= n_tokens <= n + 5  # at most the step in progress more
     assert not pair.access.busy
+
+
+def test_closing_the_pair_ends_an_async_generation_waiting_to_be_read(tiny: dict[str, Path]) -> None:
+    pair = Pair(tiny["target"], n_ctx=512, n_threads=1)
+
+    async def main() -> str:
+        gen = pair.astream("hello world", temperature=0, max_tokens=400, strategy="none")
+        await gen.__anext__()  # its thread now waits to be asked for the next event
+        pair.close()  # sets its cancel event and waits for it to let go
+        async for _ in gen:
+            pass
+        assert gen.result is not None
+        return gen.result.finish_reason
+
+    assert asyncio.run(main()) == "interrupted"
