@@ -168,7 +168,7 @@ def test_save_then_load_in_a_new_chat_restores_the_caches(
         chat.command(f"/save {chat_file}", "its caches to chat.json.state")
         assert chat.leave() == 0
     for chat in start([*greedy, "--max-tokens", "16"], env):  # another process: caches from the file
-        chat.command(f"/load {chat_file}", "(loaded 1 turns from")
+        chat.command(f"/load {chat_file}", "(loaded 1 turn from")
         assert "its caches restored" in chat.child.before
         assert int(chat.say("and then?").group(3)) < 35  # only the new message is read
         assert chat.leave() == 0

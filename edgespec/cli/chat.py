@@ -346,5 +346,6 @@ class Commands:
             conversation = Conversation.load(pair, arg, state=False)
             how = "read again at the next turn"
         self.switch(conversation)
-        self.note(f"(loaded {len(conversation.turns)} turns from {arg}: {how})")
+        n = len(conversation.turns)
+        self.note(f"(loaded {n} turn{'' if n == 1 else 's'} from {arg}: {how})")
         return True
