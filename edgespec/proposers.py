@@ -92,22 +92,29 @@ class DraftModel:
         """Tokens the draft would have to decode to catch up with ``history``."""
         return len(history) - self.ctx.reach(min(common_prefix(self.cached, history), len(history) - 1))
 
-    def sync(self, history: Sequence[int]) -> np.ndarray:
+    def sync(self, history: Sequence[int], verified: int | None = None) -> np.ndarray:
         """Bring the cache to ``history`` and return the draft's logits for the next token.
 
-        A recurrent draft's state is saved here, before drafting, so that it can come back to it
-        after the target has verified its guesses."""
+        A recurrent draft's state is saved where the target's verified text ends (``verified``
+        tokens of ``history``, by default all: the rest are guesses the draft continues), so that
+        it can come back there once the target has judged what follows."""
         keep = self.ctx.truncate(min(common_prefix(self.cached, history), len(history) - 1))
         del self.cached[keep:]
-        new = list(history[keep:])
+        split = len(history) if verified is None else verified
         try:
-            logits: np.ndarray = self.ctx.decode(new, keep, 1)[0]
+            if keep < split < len(history) and self.ctx.rewind != "cache":
+                self.ctx.decode(history[keep:split], keep, 0)
+                self.cached.extend(history[keep:split])
+                self.ctx.checkpoint()
+            new = list(history[len(self.cached) :])
+            logits: np.ndarray = self.ctx.decode(new, len(self.cached), 1)[0]
         except BaseException:  # a long catching up stopped midway keeps the chunks it read
             self.cached = list(history[: self.ctx.n_past])
             raise
         self.cached.extend(new)
-        self.n_prefilled += len(new)
-        self.ctx.checkpoint()
+        self.n_prefilled += len(history) - keep
+        if split == len(history):
+            self.ctx.checkpoint()
         return logits
 
     def propose(
@@ -117,11 +124,13 @@ class DraftModel:
         params: SamplingParams,
         rng: np.random.Generator,
         plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
-        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so."""
+        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
+        ``verified``: how much of ``history`` the target has verified (see :meth:`sync`)."""
         if plan is None:
             plan = self._p_min_plan(k)
-        logits = self.sync(history)
+        logits = self.sync(history, verified)
         tokens: list[int] = []
         qs: list[np.ndarray] = []
         confidence: list[float] = []
