@@ -5,6 +5,7 @@ after, and two tasks on one pair answered whole in turn."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from edgespec import Pair, Result
 from edgespec.errors import InvalidParameterError, PairBusyError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GREEDY = {"temperature": 0.0, "max_tokens": 60, "strategy": "draft"}
 
@@ -146,3 +149,19 @@ def test_closing_the_pair_ends_an_async_generation_waiting_to_be_read(tiny: dict
         return gen.result.finish_reason
 
     assert asyncio.run(main()) == "interrupted"
+
+
+def test_the_readmes_async_example_runs(tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Embedding in an app", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    models = f"target, draft = {str(tiny['target'])!r}, {str(tiny['draft-noisy'])!r}"
+    source, n = re.subn(r"^target, draft = .*$", models, code.group(1), flags=re.M)
+    assert n == 1
+    exec(compile(source, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "loading target 100%" in out and "loading draft 100%" in out
+    with Pair(tiny["target"], tiny["draft-noisy"]) as pair:  # the last reply, as a fresh pair gives it
+        want = pair.generate("def add(a, b):", max_tokens=32, temperature=0)
+    assert out.rstrip("\n").endswith(want.text.rstrip("\n"))

@@ -79,6 +79,22 @@ def test_a_resumed_reply_redone_reads_nothing(tiny: dict[str, Path]) -> None:
         assert a.turns[-1].reply == first and a.turns[-1].stats.prompt_prefilled == 0
 
 
+@pytest.mark.parametrize("arch", ["qwen35-target", "lfm2-target"])
+def test_on_a_hybrid_a_resumed_reply_redone_is_read_again_the_same(tiny: dict[str, Path], arch: str) -> None:
+    # What the README says: the recurrent state comes back as it was at the reply's end, with no
+    # snapshot at the reply's start, so a regen right after a resume reads the prompt again.
+    with open_pair(tiny, arch) as pair:
+        a = Conversation(pair, settings=GREEDY)
+        b = Conversation(pair, settings=GREEDY)
+        first, _ = say(a, "hello world")
+        say(b, "something else")
+        with a.regen() as reply:
+            for _ in reply:
+                pass
+        turn = a.turns[-1]
+        assert turn.reply == first and turn.stats.prompt_prefilled == turn.stats.prompt_tokens - 1
+
+
 def test_states_beyond_the_budget_go_oldest_first(tiny: dict[str, Path]) -> None:
     with open_pair(tiny, "target") as pair:
         convs = [Conversation(pair, system=f"you are number {i}", settings=GREEDY) for i in range(3)]
