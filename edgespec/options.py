@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgespec.constraint import Constraint
 from edgespec.errors import InvalidParameterError
 
 STRATEGIES = ("auto", "draft", "lookup", "none")
@@ -35,7 +36,7 @@ class Rule:
     """What one option allows, and how the faces name and explain it."""
 
     kind: type
-    """``int``, ``float`` or ``str``."""
+    """``int``, ``float``, ``str``, ``tuple`` or another class whose instances are allowed."""
     help: str
     """One line for ``--help``."""
     low: float | None = None
@@ -71,7 +72,7 @@ class Rule:
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         else:
-            text = "a number" if self.kind is float else "an integer"
+            text = {float: "a number", int: "an integer"}.get(self.kind, f"a {self.kind.__name__}")
             lo = None if self.low is None else f"{self.low:g}"
             hi = None if self.high is None else f"{self.high:g}"
             if lo is not None and hi is not None:
@@ -110,7 +111,8 @@ def _option(default: Any, rule: Rule) -> Any:
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to generate: sampling, strategy, length and stops. Frozen; validated when made.
+    """How to generate: sampling, strategy, length, stops and a constraint on the output. Frozen;
+    validated when made.
 
     Defaults are llama.cpp's sampling (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05), the
     ``auto`` strategy, and at most 512 new tokens.
@@ -147,6 +149,15 @@ class GenerationOptions:
     stop: tuple[str, ...] = _option((), Rule(tuple, "Stop when one of these texts appears."))
     max_draft: int | None = _option(
         None, Rule(int, "Most tokens guessed per step.", 1, DRAFT_LIMIT, none="the pair's --draft-max")
+    )
+    # _option makes a dataclasses.field, as for every field; ruff cannot tell that Constraint is frozen.
+    constraint: Constraint | None = _option(  # noqa: RUF009
+        None,
+        Rule(
+            Constraint,
+            "What the output must match: a JSON schema, a regex or a grammar.",
+            none="no constraint",
+        ),
     )
 
     def __post_init__(self) -> None:
