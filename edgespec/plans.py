@@ -52,9 +52,10 @@ def catch_up_s(costs: CostModel, lag: int) -> float:
     After a step it drafted, that is two tokens (its last guess and the target's own); after copies
     or steps without it, more; at the start of a generation, the whole prompt. Beyond a step's
     usual two, the catching up serves every later step that drafts, so it is charged spread over
-    :data:`AMORTIZE_TOKENS` tokens."""
+    :data:`AMORTIZE_TOKENS` tokens. A recurrent draft also saves its state, and restores it after."""
     usual = costs.draft_batch(min(lag, 2))
-    return usual + (costs.draft_batch(lag) - usual) / AMORTIZE_TOKENS if lag > 2 else usual
+    extra = (costs.draft_batch(lag) - usual) / AMORTIZE_TOKENS if lag > 2 else 0.0
+    return usual + extra + costs.draft_rewind_s
 
 
 class DraftPlan:
