@@ -21,6 +21,7 @@ from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
 from edgespec.engine import Engine, Planner, Step
 from edgespec.errors import InvalidParameterError
+from edgespec.grammar import FREE, Grammar, Matcher
 from edgespec.llama import Context, Model, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
 from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
@@ -58,7 +59,8 @@ class Result:
     token_ids: list[int]
     finish_reason: str
     """``"stop"`` (end-of-generation token or stop string), ``"length"`` (max tokens or a full
-    context) or ``"interrupted"``."""
+    context), ``"constraint"`` (the constraint allowed no next token but the end: its matcher
+    failed, and ``Generation.grammar.failed`` says why) or ``"interrupted"``."""
     stats: Stats
     strategy: str
 
@@ -77,7 +79,8 @@ class Generation:
         engine: the target's engine; its history becomes ``prompt``.
         prompt: the prompt's tokens.
         planner: chooses each step's guesses.
-        options: sampling, ``max_tokens`` and ``stop``; ``strategy`` is reported as given.
+        options: sampling, ``max_tokens``, ``stop`` and the constraint; ``strategy`` is reported as
+            given.
         max_draft: the most tokens one step may guess.
         stop_token_ids: tokens that end the generation like an end-of-generation token.
         finished: called once iteration ends, however it ends.
@@ -98,11 +101,17 @@ class Generation:
         self.token_ids: list[int] = []
         self.finish_reason = "interrupted"
         self._text = TextStream(options.stop)
+        # Made before the prefill: a constraint that does not fit the model fails before any work.
+        self.grammar: Grammar = FREE
+        """What the output may say next (:mod:`edgespec.grammar`); under a constraint, its matcher."""
+        if options.constraint is not None:
+            greedy = options.temperature == 0
+            self.grammar = Matcher(options.constraint, engine.target.model, len(prompt), greedy)
         t0 = time.perf_counter()
         self.stats.prompt_prefilled = engine.start(prompt)
         self.stats.prompt_seconds = time.perf_counter() - t0
         params = SamplingParams(
-            options.temperature, options.top_k, options.top_p, options.min_p, options.seed
+            options.temperature, options.top_k, options.top_p, options.min_p, options.seed, self.grammar
         )
         steps = engine.steps(planner, params, params.rng(), options.max_tokens, max_draft)
         tokens = islice(_tokens(steps, self.stats), options.max_tokens)
@@ -145,6 +154,8 @@ class Generation:
                 if text.stopped:
                     self.finish_reason = "stop"
                     break
+            if self.finish_reason == "stop" and self.grammar.failed:
+                self.finish_reason = "constraint"
             rest = text.flush()
             if rest:
                 yield TokenEvent(None, rest, False)
@@ -153,6 +164,7 @@ class Generation:
             raise
         finally:
             stats.decode_seconds = time.perf_counter() - t0
+            stats.grammar(self.grammar)
             finished()
 
 
