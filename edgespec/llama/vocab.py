@@ -1,18 +1,23 @@
 """A model's vocabulary as llguidance reads it, so that a constraint can mask the model's tokens.
 
-llguidance's own llama.cpp bridge (``llguidance.llamacpp``) reads every token's bytes through
-llama.cpp's vocabulary, marks control tokens as special (so that a grammar can name
-``<|im_end|>``, but plain text never spells one), and tokenizes through llama.cpp's own
-``llama_tokenize``. Building the table takes about two seconds for a 152k vocabulary, so it is
-made once per model, on the first constrained generation.
+Each token is the bytes edgespec's text shows for it (``Model.token_bytes``). Tokens that show
+as nothing (control tokens such as ``<|im_end|>``, padding, ``<unk>``) and tags such as Qwen's
+``<tool_call>`` are special to llguidance: a grammar can name them (``<|im_end|>``), but no text
+spells them. llguidance tokenizes through llama.cpp's own ``llama_tokenize``. This is the table
+of llguidance's llama.cpp bridge (``llguidance.llamacpp``), except that it marks tokens by what
+edgespec shows rather than by their stored text: its table spells Qwen's 271 ``[PAD...]`` tokens
+out, which edgespec's text would drop. Building it takes a few seconds for a 152k vocabulary, so
+it is made once per model, on the first constrained generation.
 """
 
 from __future__ import annotations
 
 import weakref
 
+import ctypes
+
+import llama_cpp as C
 import llguidance
-from llguidance.llamacpp import lltokenizer_from_vocab
 
 from edgespec.llama.model import Model
 
@@ -26,10 +31,27 @@ def guidance_tokenizer(model: Model) -> llguidance.LLTokenizer:
     constraint is satisfied, the model may end with any of them."""
     tokenizer = _tokenizers.get(model)
     if tokenizer is None:
-        ends = end_tokens(model)
-        tokenizer = lltokenizer_from_vocab(model._vocab, n_vocab=model.n_vocab, eos_token=ends)
+        tokenizer = llguidance.LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
+            tokens=[_entry(model, t) for t in range(model.n_vocab)],
+            vocab_ptr=model._vocab,
+            tokenize_fptr=ctypes.cast(C.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value,
+            eos_token=end_tokens(model),
+            slices=None,
+        )
         _tokenizers[model] = tokenizer
     return tokenizer
+
+
+_SPECIAL = b"\xff"  # llguidance's mark of a special token's name
+
+
+def _entry(model: Model, token: int) -> bytes:
+    shown = model.token_bytes(token)
+    tag = C.llama_vocab_get_attr(model._vocab, token) & C.LLAMA_TOKEN_ATTR_USER_DEFINED
+    if shown and not (tag and shown.startswith(b"<") and shown.endswith(b">")):
+        return shown
+    name = model.token_bytes(token, special=True)
+    return _SPECIAL + name if name else b""
 
 
 def end_tokens(model: Model) -> list[int]:
