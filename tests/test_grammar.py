@@ -62,7 +62,7 @@ def _check_vocabulary(model: Model) -> None:
     bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), np.uint8), bitorder="little")
     allowed = {int(t) for t in np.flatnonzero(bits[: model.n_vocab])}
     assert {t for t in range(model.n_vocab) if not model.token_bytes(t)} & allowed == set(end_tokens(model))
-    text = "Hello, world: {\"a\": [1, 2]}"
+    text = 'Hello, world: {"a": [1, 2]}'
     assert tokenizer.tokenize_str(text) == model.tokenize(text, add_special=False)
 
 

@@ -12,9 +12,8 @@ it is made once per model, on the first constrained generation.
 
 from __future__ import annotations
 
-import weakref
-
 import ctypes
+import weakref
 
 import llama_cpp as C
 import llguidance
