@@ -10,13 +10,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgespec import exactness
+from edgespec import exactness, toolcalls
 from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
 from edgespec.engine import Engine, Planner, Step
@@ -32,6 +32,7 @@ from edgespec.sampling import SamplingParams
 from edgespec.stats import Stats
 from edgespec.strategies import Planners
 from edgespec.textstream import TextStream
+from edgespec.tools import ToolCall
 
 __all__ = ["STRATEGIES", "Generation", "GenerationOptions", "Pair", "Prompt", "Result", "Stats", "TokenEvent"]
 
@@ -59,10 +60,15 @@ class Result:
     token_ids: list[int]
     finish_reason: str
     """``"stop"`` (end-of-generation token or stop string), ``"length"`` (max tokens or a full
-    context), ``"constraint"`` (the constraint allowed no next token but the end: its matcher
-    failed, and ``Generation.grammar.failed`` says why) or ``"interrupted"``."""
+    context), ``"tool_calls"`` (it called tools), ``"constraint"`` (the constraint allowed no
+    next token but the end: its matcher failed, and ``Generation.grammar.failed`` says why) or
+    ``"interrupted"``."""
     stats: Stats
     strategy: str
+    content: str = ""
+    """The text with the tool calls taken out (the text itself without tools)."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """The calls the reply made, when the generation had tools (``GenerationOptions.tools``)."""
 
 
 class Generation:
@@ -95,11 +101,15 @@ class Generation:
         max_draft: int = DRAFT_LIMIT,
         stop_token_ids: Collection[int] = (),
         finished: Callable[[], None] = lambda: None,
+        tool_format: toolcalls.Hermes | None = None,
     ) -> None:
         self.strategy = options.strategy
         self.stats = Stats(prompt_tokens=len(prompt))
         self.token_ids: list[int] = []
         self.finish_reason = "interrupted"
+        self.tool_calls: list[ToolCall] = []
+        self.content: str | None = None
+        self._tool_format = tool_format
         self._text = TextStream(options.stop)
         # Made before the prefill: a constraint that does not fit the model fails before any work.
         self.grammar: Grammar = FREE
@@ -127,7 +137,17 @@ class Generation:
     @property
     def result(self) -> Result:
         """The result so far (the final one once iteration has ended)."""
-        return Result(self._text.text, list(self.token_ids), self.finish_reason, self.stats, self.strategy)
+        text = self._text.text
+        content = text if self.content is None else self.content
+        return Result(
+            text,
+            list(self.token_ids),
+            self.finish_reason,
+            self.stats,
+            self.strategy,
+            content,
+            list(self.tool_calls),
+        )
 
     def _text_events(
         self,
@@ -159,6 +179,10 @@ class Generation:
             rest = text.flush()
             if rest:
                 yield TokenEvent(None, rest, False)
+            if self._tool_format is not None:
+                self.content, self.tool_calls = toolcalls.split(self._tool_format, text.text)
+                if self.tool_calls and self.finish_reason == "stop":
+                    self.finish_reason = "tool_calls"
         except BaseException:  # Ctrl-C, or the consumer closing the stream early
             self.finish_reason = "interrupted"
             raise
@@ -277,13 +301,14 @@ class Pair:
             opts = opts.replace(**changes)
         # Messages are checked (and the prompt tokenized) before the planner is built: building
         # `auto`'s the first time measures the device, seconds that a bad request must not cost.
-        tokens = self.prompter.tokenize(prompt, chat_template)
+        tokens = self.prompter.tokenize(prompt, chat_template, opts.tools)
+        fmt, opts = toolcalls.prepare(opts.tools, prompt, self.prompter, chat_template, opts)
         if planner is None:
             planner = self.planners.get(opts.strategy, opts.max_draft or self.max_draft)
         limit = opts.max_draft or DRAFT_LIMIT
         if self.batch_cap is not None:
             limit = min(limit, self.batch_cap - 1)  # exact mode: no batch beyond the bit-identical ones
-        return Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._remember)
+        return Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._remember, fmt)
 
     def _remember(self) -> None:
         # Later requests (other chats, an editor resending a file) may copy from this one.

@@ -23,6 +23,7 @@ from typing import Any
 
 from edgespec.constraint import Constraint
 from edgespec.errors import InvalidParameterError
+from edgespec.tools import Tools
 
 STRATEGIES = ("auto", "draft", "lookup", "none")
 """auto: plan each step by measured cost; draft/lookup: always that proposer; none: the target alone."""
@@ -112,8 +113,8 @@ def _option(default: Any, rule: Rule) -> Any:
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to generate: sampling, strategy, length, stops and a constraint on the output. Frozen;
-    validated when made.
+    """How to generate: sampling, strategy, length, stops, a constraint on the output and the
+    tools the model may call. Frozen; validated when made.
 
     Defaults are llama.cpp's sampling (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05), the
     ``auto`` strategy, and at most 512 new tokens.
@@ -151,13 +152,23 @@ class GenerationOptions:
     max_draft: int | None = _option(
         None, Rule(int, "Most tokens guessed per step.", 1, DRAFT_LIMIT, none="the pair's --draft-max")
     )
-    # _option makes a dataclasses.field, as for every field; ruff cannot tell that Constraint is frozen.
+    # _option makes a dataclasses.field, as for every field; ruff cannot tell these classes are frozen.
     constraint: Constraint | None = _option(  # noqa: RUF009
         None,
         Rule(
             Constraint,
             "What the output must match: a JSON schema, a regex or a grammar.",
             none="no constraint",
+        ),
+    )
+    tools: Tools | None = _option(  # noqa: RUF009
+        None,
+        Rule(
+            Tools,
+            "Functions the model may call (edgespec.tools.check_tools): they go to the chat template, "
+            "the reply's calls come back in Result.tool_calls, and a tool_choice that makes the model "
+            "call one constrains the reply to a call of it, by its parameters' schema.",
+            none="no tools",
         ),
     )
 

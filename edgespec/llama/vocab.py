@@ -57,3 +57,10 @@ def end_tokens(model: Model) -> list[int]:
     """The model's end-of-generation tokens, its EOS first."""
     ends = [t for t in range(model.n_vocab) if model.is_eog(t)]
     return sorted(ends, key=lambda t: t != model.eos)
+
+
+def is_special(model: Model, text: str) -> bool:
+    """Whether ``model`` has one special token spelled ``text`` (Qwen's ``<tool_call>``), which a
+    grammar names rather than spells."""
+    ids = model.tokenize(text, add_special=False, parse_special=True)
+    return len(ids) == 1 and bool(guidance_tokenizer(model).is_special_token(ids[0]))
