@@ -18,6 +18,10 @@ target's template by edgespec, raw prompts as they are), greedy, each prompt in 
   with n_max 3/8/16 and p_min 0/0.75 (n_min 0), ngram-simple and ngram-mod (their defaults: ngram-simple
   matches the last 12 tokens and copies 12 to 48, ngram-mod matches 24 and copies 48 to 64 or nothing).
 
+Prompts with a JSON schema (the "structured extraction" category) run under it in every mode:
+edgespec's constraint (its grammar proposer included under ``auto``), and llama.cpp's own grammar
+sampling of the schema (``-jf``), which verifies under the grammar while its draft drafts without it.
+
 The order of the runs rotates by one on every prompt, so drift on a shared machine falls on all alike.
 Speed is decode tokens per second: edgespec's ``decode_seconds``, and llama-speculative-simple's
 "decoded" line; both time the generation loop after the prompt but its last token. Each ratio is a
@@ -88,17 +92,24 @@ class Run:
 
 
 def native_run(
-    mode: str, target: Path, draft: Path, text: str, threads: int, n_predict: int
+    mode: str, target: Path, draft: Path, text: str, threads: int, n_predict: int, schema: str | None = None
 ) -> dict[str, float]:
-    """One llama-speculative-simple run; its decoded tokens, seconds, drafted and accepted counts."""
+    """One llama-speculative-simple run; its decoded tokens, seconds, drafted and accepted counts.
+    With ``schema``, under llama.cpp's own grammar sampling of that JSON schema (``-jf``): the
+    target's sampler verifies under the grammar, the draft drafts without it."""
     args = [a.replace("{draft}", str(draft)) for a in NATIVE_MODES[mode]]
-    cmd = [
-        str(TOOLS / "llama-speculative-simple"),
-        *("-m", str(target), "-t", str(threads), "-tb", str(threads), "-td", str(threads)),
-        *("-c", str(N_CTX), "-n", str(n_predict), "--temp", "0", "--top-k", "1", "--seed", "42"),
-        *("--no-escape", "-p", text, *args),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as schema_file:
+        if schema is not None:
+            schema_file.write(schema)
+            schema_file.flush()
+            args += ["-jf", schema_file.name]
+        cmd = [
+            str(TOOLS / "llama-speculative-simple"),
+            *("-m", str(target), "-t", str(threads), "-tb", str(threads), "-td", str(threads)),
+            *("-c", str(N_CTX), "-n", str(n_predict), "--temp", "0", "--top-k", "1", "--seed", "42"),
+            *("--no-escape", "-p", text, *args),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     log = proc.stdout + proc.stderr
     decoded = re.search(r"decoded\s+(\d+) tokens in\s+([0-9.]+) seconds", log)
     if proc.returncode != 0 or decoded is None:
@@ -120,7 +131,9 @@ def edgespec_run(pair: Pair, strategy: str, prompt: BenchPrompt, n_predict: int)
     """One generation in this process, as ``edgespec bench`` runs it: copying from nothing but its
     own prompt and output (not from the runs before it, which answered the same prompt)."""
     pair.reset(forget_earlier=True)
-    s = pair.generate(prompt.prompt, max_tokens=n_predict, temperature=0.0, strategy=strategy).stats
+    s = pair.generate(
+        prompt.prompt, max_tokens=n_predict, temperature=0.0, strategy=strategy, constraint=prompt.constraint
+    ).stats
     return {
         "n_tokens": s.n_tokens,
         "decode_seconds": s.decode_seconds,
@@ -162,7 +175,9 @@ def compare_modes(args: argparse.Namespace) -> int:
             turn += 1
             for mode in order:
                 if mode in NATIVE_MODES:
-                    m = native_run(mode, target, draft, texts[prompt.id], args.threads, args.n_predict)
+                    m = native_run(
+                        mode, target, draft, texts[prompt.id], args.threads, args.n_predict, prompt.schema
+                    )
                 else:
                     m = edgespec_run(pair, mode, prompt, args.n_predict)
                 run = Run(

@@ -1,0 +1,155 @@
+"""Structured output and tool calls on the real Qwen2.5-Coder pair, through the official ``openai``
+client: a tool call comes back parsed (plain and streamed), JSON under a strict schema always
+validates (greedy under every strategy, token-identical; 20 seeded sampled runs), and tool results
+are fed back through Qwen's own template."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+from edgespec import Pair
+from edgespec.server import Running, ServerConfig, create_app, start_in_thread
+from edgespec.tools import check_tools
+
+pytestmark = pytest.mark.real
+
+MODEL = "qwen"
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "city": {"type": "string"},
+        "languages": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+    },
+    "required": ["name", "age", "city", "languages"],
+    "additionalProperties": False,
+}
+EXTRACT: list[ChatCompletionMessageParam] = [
+    {
+        "role": "user",
+        "content": "Extract the person as JSON: Maria Lopez, 34, lives in Lyon and speaks Spanish and French.",
+    }
+]
+WEATHER: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+ASK_WEATHER: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What's the weather in Paris right now, in celsius?"}
+]
+
+
+@pytest.fixture(scope="module")
+def pair(real_paths: dict[str, Path]) -> Iterator[Pair]:
+    with Pair(real_paths["target"], real_paths["draft"], n_ctx=2048, n_threads=2, max_draft=8) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def client(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESPEC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        running: Running = start_in_thread(create_app(pair, ServerConfig(MODEL)))
+        yield openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        running.stop()
+
+
+def _person(client: openai.OpenAI, strategy: str, **sampling: Any) -> tuple[str, Any]:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=EXTRACT,
+        max_tokens=80,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "person", "schema": PERSON, "strict": True},
+        },
+        extra_body={"strategy": strategy},
+        **sampling,
+    )
+    text = reply.choices[0].message.content or ""
+    assert reply.choices[0].finish_reason == "stop", text
+    data = json.loads(text)
+    jsonschema.validate(data, PERSON)
+    return text, data
+
+
+def test_strict_json_schema_output_validates_and_greedy_output_agrees_across_strategies(
+    client: openai.OpenAI,
+) -> None:
+    want, data = _person(client, "none", temperature=0)
+    assert data["name"] == "Maria Lopez" and data["age"] == 34  # a real extraction, not just valid JSON
+    for strategy in ("draft", "lookup", "auto"):
+        assert _person(client, strategy, temperature=0)[0] == want
+
+
+def test_twenty_seeded_sampled_runs_all_validate(client: openai.OpenAI) -> None:
+    texts = {
+        _person(client, s, temperature=1.0, seed=seed)[0]
+        for s in ("none", "draft", "lookup", "auto")
+        for seed in range(5)
+    }
+    assert len(texts) > 1  # sampled: not one text twenty times
+
+
+def test_a_tool_call_comes_back_parsed(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ASK_WEATHER, tools=[WEATHER], max_tokens=80, temperature=0
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] == "Paris"
+
+
+def test_a_required_tool_call_streams_as_delta_tool_calls(client: openai.OpenAI) -> None:
+    kwargs: Any = {
+        "model": MODEL,
+        "messages": ASK_WEATHER,
+        "tools": [WEATHER],
+        "max_tokens": 80,
+        "temperature": 0,
+    }
+    whole = client.chat.completions.create(tool_choice="required", **kwargs).choices[0]
+    chunks = list(client.chat.completions.create(tool_choice="required", stream=True, **kwargs))
+    deltas = [c for chunk in chunks if chunk.choices for c in (chunk.choices[0].delta.tool_calls or [])]
+    assert [(d.function.name, d.function.arguments) for d in deltas if d.function] == [
+        (c.function.name, c.function.arguments) for c in whole.message.tool_calls or []
+    ]
+    assert json.loads(deltas[0].function.arguments) == {"city": "Paris", "unit": "celsius"}  # type: ignore[union-attr]
+    assert chunks[-1].choices[0].finish_reason == whole.finish_reason == "tool_calls"
+
+
+def test_tool_results_are_fed_back_through_qwens_template(pair: Pair) -> None:
+    tools = check_tools([WEATHER])
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    messages = [
+        *ASK_WEATHER,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 18}'},
+    ]
+    text = pair.prompter.render(messages, None, tools)  # type: ignore[arg-type]
+    assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in text
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
+    assert '<|im_start|>user\n<tool_response>\n{"temp_c": 18}\n</tool_response><|im_end|>' in text
