@@ -36,7 +36,7 @@ PERSON = {
 EXTRACT: list[ChatCompletionMessageParam] = [
     {
         "role": "user",
-        "content": "Extract the person as JSON: Maria Lopez, 34, lives in Lyon and speaks Spanish and French.",
+        "content": "Extract the person as JSON: Maria Lopez, 34, lives in Lyon, speaks Spanish and French.",
     }
 ]
 WEATHER: ChatCompletionToolParam = {
