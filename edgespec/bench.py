@@ -93,6 +93,8 @@ class Summary:
     """Mean time to first token."""
     mask_us_per_row: float = 0.0
     """Under a constraint: microseconds masking one verified row."""
+    grammar_us_per_step: float = 0.0
+    """Under a constraint: microseconds it costs a step (masks, following it, looking ahead)."""
     grammar_share: float = 0.0
     """Under a constraint: the share of decode time spent on it (masks, following, looking ahead)."""
 
@@ -257,13 +259,15 @@ def summarise(runs: Sequence[Run]) -> list[Summary]:
     return out
 
 
-def _grammar_costs(runs: Sequence[Run]) -> tuple[float, float]:
-    """Microseconds a masked row, and the constraint's share of the decode time."""
-    rows = sum(r.masked_rows for r in runs)
+def _grammar_costs(runs: Sequence[Run]) -> tuple[float, float, float]:
+    """Microseconds a masked row and a step, and the constraint's share of the decode time."""
+    rows, steps = sum(r.masked_rows for r in runs), sum(r.steps for r in runs)
     seconds = sum(r.decode_seconds for r in runs)
     spent = sum(r.mask_seconds + r.grammar_seconds for r in runs)
-    per_row = round(sum(r.mask_seconds for r in runs) / rows * 1e6, 1) if rows else 0.0
-    return per_row, round(spent / seconds, 4) if seconds > 0 else 0.0
+    if not rows:
+        return 0.0, 0.0, 0.0
+    per_row = sum(r.mask_seconds for r in runs) / rows * 1e6
+    return round(per_row, 1), round(spent / steps * 1e6, 1), round(spent / seconds, 4)
 
 
 def _tps(runs: Sequence[Run]) -> float:

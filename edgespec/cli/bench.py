@@ -120,7 +120,7 @@ def _print_table(report: BenchReport) -> None:
         if s.category == "all" and s.mask_us_per_row:
             console.print(
                 f"constraint under {s.strategy}: {s.mask_us_per_row:g} us masking a verified row, "
-                f"{s.grammar_share:.2%} of the decode time in all",
+                f"{s.grammar_us_per_step:g} us a step in all, {s.grammar_share:.2%} of the decode time",
                 highlight=False,
             )
     curve = ", ".join(f"{n}: {c:g}" for n, c in report.cost_curve.items())
