@@ -153,7 +153,12 @@ def test_bad_input_is_one_clear_line(case: str, tiny: dict[str, Path], bad_files
 
 
 def test_json_schema_and_grammar_files_constrain_the_output(tiny: dict[str, Path], tmp_path: Path) -> None:
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
     (tmp_path / "s.json").write_text(json.dumps(schema))
     (tmp_path / "g.gbnf").write_text('root ::= "answer: " ("yes" | "no")')
     common = ["--target", str(tiny["target"]), "--draft", str(tiny["draft-noisy"]), "--threads", "1"]
