@@ -217,3 +217,31 @@ def test_a_failing_matcher_ends_the_generation_with_finish_reason_constraint(
     assert gen.result.finish_reason == "constraint"
     assert len(gen.result.token_ids) < 5  # ended where the matcher failed, not at max_tokens
     assert gen.grammar.failed and "Too many items" in gen.grammar.failed
+
+
+def test_rejection_sampling_under_a_mask_draws_from_the_masked_target(pair: Pair) -> None:
+    # "x" is forced, then one of a, b, c: the draft guesses it from its own masked distribution and
+    # rejection sampling must give the target's masked one. 400 seeded draws of that token are
+    # compared with the masked target distribution, computed from the target's own logits.
+    target = pair.target
+    abc = [_ids(target, ch)[0] for ch in "abc"]
+    prompt = target.tokenize("hello", add_special=True)
+    pair.reset()
+    logits = pair.target_ctx.decode([*prompt, _ids(target, "x")[0]], 0, 1)[0].astype(np.float64)
+    pair.reset()
+    p = np.exp(logits[abc] - logits[abc].max())
+    p /= p.sum()
+    assert p.min() > 0.01  # every choice has a real chance: a test of the mixture, not of one token
+    constraint = Constraint.regex("x[abc]")
+    counts = np.zeros(3)
+    drafted = 0
+    for seed in range(400):
+        r = pair.generate(
+            "hello", max_tokens=3, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed,
+            strategy="draft", constraint=constraint,
+        )  # fmt: skip
+        assert r.text[0] == "x" and r.text[1] in "abc"
+        counts["abc".index(r.text[1])] += 1
+        drafted += r.stats.drafted
+    assert drafted >= 800  # "x" and the draft's choice were guesses every time
+    assert 0.5 * np.abs(counts / counts.sum() - p).sum() < 0.06  # total variation; ~0.03 by chance
