@@ -62,7 +62,7 @@ class Joins:
         plan = DraftPlan(
             w.curve, self.costs.draft_s, w.rate, self.confidence, w.pooled, rows=j, survival=survival
         )
-        drafted = self.draft.propose([*history, *kept.tokens], room, w.params, w.rng, plan)
+        drafted = self.draft.propose([*history, *kept.tokens], room, w.params, w.rng, plan, len(history))
         return join(kept, drafted) if drafted.tokens else copy
 
     def extend_by_copy(

@@ -99,18 +99,25 @@ class DraftModel:
         """Tokens the draft would have to decode to catch up with ``history``."""
         return len(history) - self.ctx.reach(min(common_prefix(self.cached, history), len(history) - 1))
 
-    def sync(self, history: Sequence[int]) -> np.ndarray:
+    def sync(self, history: Sequence[int], verified: int | None = None) -> np.ndarray:
         """Bring the cache to ``history`` and return the draft's logits for the next token.
 
-        A recurrent draft's state is saved here, before drafting, so that it can come back to it
-        after the target has verified its guesses."""
+        A recurrent draft's state is saved where the target's verified text ends (``verified``
+        tokens of ``history``, by default all: the rest are guesses the draft continues), so that
+        it can come back there once the target has judged what follows."""
         keep = self.ctx.truncate(min(common_prefix(self.cached, history), len(history) - 1))
         del self.cached[keep:]
-        new = list(history[keep:])
-        logits: np.ndarray = self.ctx.decode(new, keep, 1)[0]
+        split = len(history) if verified is None else verified
+        if keep < split < len(history) and self.ctx.rewind != "cache":
+            self.ctx.decode(history[keep:split], keep, 0)
+            self.cached.extend(history[keep:split])
+            self.ctx.checkpoint()
+        new = list(history[len(self.cached) :])
+        logits: np.ndarray = self.ctx.decode(new, len(self.cached), 1)[0]
         self.cached.extend(new)
-        self.n_prefilled += len(new)
-        self.ctx.checkpoint()
+        self.n_prefilled += len(history) - keep
+        if split == len(history):
+            self.ctx.checkpoint()
         return logits
 
     def propose(
@@ -120,15 +127,17 @@ class DraftModel:
         params: SamplingParams,
         rng: np.random.Generator,
         plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
         """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
 
         Under a constraint the draft drafts under its mask, and the tokens the constraint forces
         are taken as they are (asking the plan with a confidence of 1), without a draft step of
-        their own: they are decoded with the next drafted guess's context, in one batch."""
+        their own: they are decoded with the next drafted guess's context, in one batch.
+        ``verified``: how much of ``history`` the target has verified (see :meth:`sync`)."""
         if plan is None:
             plan = self._p_min_plan(k)
-        logits = self.sync(history)
+        logits = self.sync(history, verified)
         draft = _Drafted()
         unseen: list[int] = []  # guesses the draft has not decoded yet
         with params.grammar.at(history) as grammar:
