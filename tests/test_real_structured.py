@@ -1,7 +1,8 @@
 """Structured output and tool calls on the real Qwen2.5-Coder pair, through the official ``openai``
 client: a tool call comes back parsed (plain and streamed), JSON under a strict schema always
-validates (greedy under every strategy, token-identical; 20 seeded sampled runs), and tool results
-are fed back through Qwen's own template."""
+validates (greedy under every strategy, token-identical; 20 seeded sampled runs), tool results
+are fed back through Qwen's own template, and bad schemas and tools are 400s naming the field,
+refused before any token is generated."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from edgespec import Pair
+from edgespec.constraint import Constraint
 from edgespec.server import Running, ServerConfig, create_app, start_in_thread
 from edgespec.tools import check_tools
 
@@ -63,12 +66,17 @@ def pair(real_paths: dict[str, Path]) -> Iterator[Pair]:
 
 
 @pytest.fixture(scope="module")
-def client(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+def server(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGESPEC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         running: Running = start_in_thread(create_app(pair, ServerConfig(MODEL)))
-        yield openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        yield running
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Running) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
 
 
 def _person(client: openai.OpenAI, strategy: str, **sampling: Any) -> tuple[str, Any]:
@@ -116,6 +124,21 @@ def test_strict_json_schema_output_validates_and_greedy_output_agrees_across_str
     assert data["name"] == "Maria Lopez" and data["age"] == 34  # a real extraction, not just valid JSON
     for strategy in ("draft", "lookup", "auto"):
         assert _person(client, strategy, temperature=0)[0] == want
+
+
+def test_greedy_tokens_under_a_constraint_are_identical_across_strategies(pair: Pair) -> None:
+    # The server compares texts; this compares the token ids themselves.
+    constraint = Constraint.json_schema(PERSON)
+    runs = {}
+    for strategy in ("none", "draft", "lookup", "auto"):
+        pair.reset(forget_earlier=True)
+        runs[strategy] = pair.generate(
+            EXTRACT, max_tokens=80, temperature=0, strategy=strategy, constraint=constraint
+        )
+    assert runs["none"].finish_reason == "stop"
+    jsonschema.validate(json.loads(runs["none"].text), PERSON)
+    assert runs["draft"].stats.drafted > 0 and runs["auto"].stats.drafted > 0  # speculation did run
+    assert all(r.token_ids == runs["none"].token_ids for r in runs.values())
 
 
 def test_twenty_seeded_sampled_runs_all_validate(client: openai.OpenAI) -> None:
@@ -172,3 +195,45 @@ def test_tool_results_are_fed_back_through_qwens_template(pair: Pair) -> None:
     assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in text
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
     assert '<|im_start|>user\n<tool_response>\n{"temp_c": 18}\n</tool_response><|im_end|>' in text
+
+
+def _schema_format(schema: Any) -> Any:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param", "words"),
+    [
+        (
+            {"response_format": _schema_format({"type": "strin"})},
+            "response_format.json_schema.schema",
+            "Invalid type",
+        ),
+        (
+            {"response_format": _schema_format({"type": "array", "uniqueItems": True})},
+            "response_format.json_schema.schema",
+            "Unimplemented keys",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"description": "no name"}}]},
+            "tools[0].function.name",
+            "missing",
+        ),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "fly"}}},
+            "tool_choice",
+            "no tool is named 'fly'",
+        ),
+    ],
+)
+def test_bad_schemas_and_tools_are_400s_before_any_token(
+    client: openai.OpenAI, server: Running, kwargs: Any, param: str, words: str
+) -> None:
+    served = httpx.get(server.url + "/health").json()["served"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=EXTRACT, max_tokens=20, **kwargs)
+    error = raised.value
+    assert error.status_code == 400
+    assert error.param == param and error.type == "invalid_request_error"
+    assert words in error.message and "\n" not in error.message
+    assert httpx.get(server.url + "/health").json()["served"] == served  # no generation ran
