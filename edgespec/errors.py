@@ -44,6 +44,16 @@ class MessageError(InvalidParameterError):
         self.code = code
 
 
+class ConstraintError(InvalidParameterError):
+    """A constraint on the output (a JSON schema, a regular expression, a grammar, tools) that is
+    malformed or asks for what the constraint library cannot do. ``param`` names the field of a
+    request it came from, when there is one (``response_format.json_schema.schema``)."""
+
+    def __init__(self, problem: str, param: str | None = None) -> None:
+        super().__init__(f"{param}: {problem}" if param else problem)
+        self.param = param
+
+
 class TemplateError(EdgespecError):
     """A chat template is missing or failed to render."""
 

@@ -10,17 +10,18 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgespec import exactness
+from edgespec import exactness, toolcalls
 from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
 from edgespec.engine import Engine, Planner, Step
 from edgespec.errors import InvalidParameterError
+from edgespec.grammar import FREE, Grammar, Matcher
 from edgespec.llama import Context, Model, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
 from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
@@ -31,6 +32,7 @@ from edgespec.sampling import SamplingParams
 from edgespec.stats import Stats
 from edgespec.strategies import Planners
 from edgespec.textstream import TextStream
+from edgespec.tools import ToolCall
 
 __all__ = ["STRATEGIES", "Generation", "GenerationOptions", "Pair", "Prompt", "Result", "Stats", "TokenEvent"]
 
@@ -58,9 +60,15 @@ class Result:
     token_ids: list[int]
     finish_reason: str
     """``"stop"`` (end-of-generation token or stop string), ``"length"`` (max tokens or a full
-    context) or ``"interrupted"``."""
+    context), ``"tool_calls"`` (it called tools), ``"constraint"`` (the constraint allowed no
+    next token but the end: its matcher failed, and ``Generation.grammar.failed`` says why) or
+    ``"interrupted"``."""
     stats: Stats
     strategy: str
+    content: str = ""
+    """The text with the tool calls taken out (the text itself without tools)."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """The calls the reply made, when the generation had tools (``GenerationOptions.tools``)."""
 
 
 class Generation:
@@ -77,7 +85,8 @@ class Generation:
         engine: the target's engine; its history becomes ``prompt``.
         prompt: the prompt's tokens.
         planner: chooses each step's guesses.
-        options: sampling, ``max_tokens`` and ``stop``; ``strategy`` is reported as given.
+        options: sampling, ``max_tokens``, ``stop`` and the constraint; ``strategy`` is reported as
+            given.
         max_draft: the most tokens one step may guess.
         stop_token_ids: tokens that end the generation like an end-of-generation token.
         finished: called once iteration ends, however it ends.
@@ -92,17 +101,27 @@ class Generation:
         max_draft: int = DRAFT_LIMIT,
         stop_token_ids: Collection[int] = (),
         finished: Callable[[], None] = lambda: None,
+        tool_format: toolcalls.Hermes | None = None,
     ) -> None:
         self.strategy = options.strategy
         self.stats = Stats(prompt_tokens=len(prompt))
         self.token_ids: list[int] = []
         self.finish_reason = "interrupted"
+        self.tool_calls: list[ToolCall] = []
+        self.content: str | None = None
+        self._tool_format = tool_format
         self._text = TextStream(options.stop)
+        # Made before the prefill: a constraint that does not fit the model fails before any work.
+        self.grammar: Grammar = FREE
+        """What the output may say next (:mod:`edgespec.grammar`); under a constraint, its matcher."""
+        if options.constraint is not None:
+            greedy = options.temperature == 0
+            self.grammar = Matcher(options.constraint, engine.target.model, len(prompt), greedy)
         t0 = time.perf_counter()
         self.stats.prompt_prefilled = engine.start(prompt)
         self.stats.prompt_seconds = time.perf_counter() - t0
         params = SamplingParams(
-            options.temperature, options.top_k, options.top_p, options.min_p, options.seed
+            options.temperature, options.top_k, options.top_p, options.min_p, options.seed, self.grammar
         )
         steps = engine.steps(planner, params, params.rng(), options.max_tokens, max_draft)
         tokens = islice(_tokens(steps, self.stats), options.max_tokens)
@@ -118,7 +137,17 @@ class Generation:
     @property
     def result(self) -> Result:
         """The result so far (the final one once iteration has ended)."""
-        return Result(self._text.text, list(self.token_ids), self.finish_reason, self.stats, self.strategy)
+        text = self._text.text
+        content = text if self.content is None else self.content
+        return Result(
+            text,
+            list(self.token_ids),
+            self.finish_reason,
+            self.stats,
+            self.strategy,
+            content,
+            list(self.tool_calls),
+        )
 
     def _text_events(
         self,
@@ -145,14 +174,21 @@ class Generation:
                 if text.stopped:
                     self.finish_reason = "stop"
                     break
+            if self.finish_reason == "stop" and self.grammar.failed:
+                self.finish_reason = "constraint"
             rest = text.flush()
             if rest:
                 yield TokenEvent(None, rest, False)
+            if self._tool_format is not None:
+                self.content, self.tool_calls = toolcalls.split(self._tool_format, text.text)
+                if self.tool_calls and self.finish_reason == "stop":
+                    self.finish_reason = "tool_calls"
         except BaseException:  # Ctrl-C, or the consumer closing the stream early
             self.finish_reason = "interrupted"
             raise
         finally:
             stats.decode_seconds = time.perf_counter() - t0
+            stats.grammar(self.grammar)
             finished()
 
 
@@ -265,13 +301,14 @@ class Pair:
             opts = opts.replace(**changes)
         # Messages are checked (and the prompt tokenized) before the planner is built: building
         # `auto`'s the first time measures the device, seconds that a bad request must not cost.
-        tokens = self.prompter.tokenize(prompt, chat_template)
+        tokens = self.prompter.tokenize(prompt, chat_template, opts.tools)
+        fmt, opts = toolcalls.prepare(opts.tools, prompt, self.prompter, chat_template, opts)
         if planner is None:
             planner = self.planners.get(opts.strategy, opts.max_draft or self.max_draft)
         limit = opts.max_draft or DRAFT_LIMIT
         if self.batch_cap is not None:
             limit = min(limit, self.batch_cap - 1)  # exact mode: no batch beyond the bit-identical ones
-        return Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._remember)
+        return Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._remember, fmt)
 
     def _remember(self) -> None:
         # Later requests (other chats, an editor resending a file) may copy from this one.

@@ -14,7 +14,6 @@ from edgespec.calibration import Calibration
 from edgespec.costs import CostModel
 from edgespec.plans import DraftPlan, Weighing, catch_up_s, copied, join
 from edgespec.proposers import DraftModel, PromptLookup, Proposal
-from edgespec.sampling import GREEDY
 
 
 class Joins:
@@ -74,7 +73,7 @@ class Joins:
         n = len(drafted.tokens)
         if self.lookup is None or n == 0 or n >= w.max_k:
             return drafted
-        copy = self.lookup.propose(history, w.max_k - n, GREEDY, w.rng, extra=drafted.tokens)
+        copy = self.lookup.propose(history, w.max_k - n, w.params, w.rng, extra=drafted.tokens)
         if not copy.tokens:
             return drafted
         gain = survival * np.cumsum(np.cumprod(self.copies.rates(copy.match)))

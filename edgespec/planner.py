@@ -19,8 +19,9 @@ import numpy as np
 from edgespec.calibration import confidence_calibration, copy_calibration, expected_tokens
 from edgespec.costs import CostModel
 from edgespec.explore import EXPLORE_K, Explorer
+from edgespec.forcing import forced_lead
 from edgespec.joins import Joins
-from edgespec.plans import DraftPlan, Option, Weighing, catch_up_s, copied
+from edgespec.plans import DraftPlan, Option, Weighing, catch_up_s, copied, join
 from edgespec.proposers import NO_PROPOSAL, DraftModel, PromptLookup, Proposal
 from edgespec.sampling import SamplingParams
 
@@ -130,11 +131,30 @@ class AutoPlanner:
         rng: np.random.Generator,
         n_pending: int = 1,
     ) -> Proposal:
-        """Weigh the options and return the best one's proposal."""
+        """Weigh the options and return the best one's proposal. Under a constraint, the tokens
+        it forces come first (where their rows pay), and the options are weighed after them."""
         self._n_pending = n_pending
         if self._first_step or max_k <= 0:
             self._first_step = False
             return NO_PROPOSAL
+        curve = self.costs.curve(max_k + n_pending - 1)[n_pending - 1 :]
+        forced = forced_lead(history, max_k, curve, max(self.rate, 1.0 / float(curve[0])), params)
+        n = len(forced.tokens)
+        if n == 0:
+            return self._choose(history, max_k, params, rng, n_pending)
+        if n == max_k:
+            return forced
+        # Forced tokens are as sure as pending ones: what follows is weighed as if they were.
+        return join(forced, self._choose([*history, *forced.tokens], max_k - n, params, rng, n_pending + n))
+
+    def _choose(
+        self,
+        history: Sequence[int],
+        max_k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        n_pending: int,
+    ) -> Proposal:
         # The batch starts with the pending tokens: j guesses cost a batch of n_pending + j.
         curve = self.costs.curve(max_k + n_pending - 1)[n_pending - 1 :]
         candidates = [("none", np.ones(1), curve[:1])]  # (source, expected tokens, seconds) by length
@@ -176,7 +196,7 @@ class AutoPlanner:
         self.confidence.age()
         self.copies.age()
         judged = range(min(n_accepted + 1, n))
-        drafted = [i for i in judged if not proposal.match[i]]
+        drafted = [i for i in judged if not proposal.match[i] and not proposal.is_forced(i)]
         copies = [i for i in judged if proposal.match[i]]
         if drafted:
             self.confidence.observe(

@@ -114,7 +114,8 @@ def copied(proposal: Proposal, k: int) -> Proposal:
 
 
 def join(first: Proposal, then: Proposal) -> Proposal:
-    """One proposal of ``first``'s guesses followed by ``then``'s; ``q`` row by row, None for copies."""
+    """One proposal of ``first``'s guesses followed by ``then``'s; ``q`` row by row, None for copies
+    and forced tokens."""
     if not then.tokens:
         return first
     if not first.tokens:
@@ -122,10 +123,17 @@ def join(first: Proposal, then: Proposal) -> Proposal:
     q: list[np.ndarray | None] | None = None
     if first.q is not None or then.q is not None:
         q = [*(first.q or [None] * len(first.tokens)), *(then.q or [None] * len(then.tokens))]
+    forced: list[bool] = []
+    if first.forced or then.forced:
+        forced = [
+            *(first.forced or [False] * len(first.tokens)),
+            *(then.forced or [False] * len(then.tokens)),
+        ]
     return Proposal(
         [*first.tokens, *then.tokens],
         f"{first.source}+{then.source}",
         q,
         [*first.confidence, *then.confidence],
         [*first.match, *then.match],
+        forced,
     )

@@ -31,6 +31,13 @@ class Proposal:
     match: Sequence[int] = ()
     """Per guess: for a copied guess, how many tokens of context matched where it was copied from
     (it grows by one along a copy); 0 for a drafted guess."""
+    forced: Sequence[bool] = ()
+    """Per guess: True for a token the constraint forces (the only one its mask allows, so it is
+    kept whenever the guesses before it are); empty when none is."""
+
+    def is_forced(self, i: int) -> bool:
+        """Whether guess ``i`` is a token the constraint forces."""
+        return bool(self.forced) and self.forced[i]
 
     @property
     def match_len(self) -> int:
@@ -123,33 +130,46 @@ class DraftModel:
         verified: int | None = None,
     ) -> Proposal:
         """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
+
+        Under a constraint the draft drafts under its mask, and the tokens the constraint forces
+        are taken as they are (asking the plan with a confidence of 1), without a draft step of
+        their own: they are decoded with the next drafted guess's context, in one batch.
         ``verified``: how much of ``history`` the target has verified (see :meth:`sync`)."""
         if plan is None:
             plan = self._p_min_plan(k)
         logits = self.sync(history, verified)
-        tokens: list[int] = []
-        qs: list[np.ndarray] = []
-        confidence: list[float] = []
-        while len(tokens) < k:
-            if params.greedy:
-                token = int(np.argmax(logits))
-                top = _top_probability(logits, token)
-            else:
-                q = probabilities(logits, params)
-                token = sample(q, rng)
-                top = float(q.max())
-            n = plan(len(tokens), top)
-            if n <= len(tokens):
-                break
-            tokens.append(token)
-            confidence.append(top)
-            if not params.greedy:
-                qs.append(self._pad(q))
-            if len(tokens) >= min(k, n):
-                break
-            logits = self.ctx.decode([token], len(self.cached), 1)[0]
-            self.cached.append(token)
-        return Proposal(tokens, self.name, qs or None, confidence, [0] * len(tokens))
+        draft = _Drafted()
+        unseen: list[int] = []  # guesses the draft has not decoded yet
+        with params.grammar.at(history) as grammar:
+            while len(draft.tokens) < k:
+                forced = grammar.forced(k - len(draft.tokens))
+                for token in forced:
+                    if not draft.take(plan, token, 1.0, None, k, forced=True):
+                        break
+                    grammar.push(token)
+                    unseen.append(token)
+                if draft.stopped:
+                    break
+                if forced:
+                    continue
+                if unseen:
+                    logits = self.ctx.decode(unseen, len(self.cached), 1)[0]
+                    self.cached.extend(unseen)
+                    unseen = []
+                grammar.mask_row(logits)
+                q: np.ndarray | None = None
+                if params.greedy:
+                    token = int(np.argmax(logits))
+                    top = _top_probability(logits, token)
+                else:
+                    q = probabilities(logits, params)
+                    token = sample(q, rng)
+                    top = float(q.max())
+                if not draft.take(plan, token, top, None if q is None else self._pad(q), k):
+                    break
+                grammar.push(token)
+                unseen = [token]
+        return draft.proposal(self.name, params.greedy)
 
     def _p_min_plan(self, k: int) -> Plan:
         p_min = self.p_min
@@ -163,6 +183,41 @@ class DraftModel:
         n = min(q.size, self.n_vocab_target)
         out[:n] = q[:n]
         return out
+
+
+class _Drafted:
+    """The guesses of one drafting, and the plan's answers so far."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.qs: list[np.ndarray | None] = []
+        self.confidence: list[float] = []
+        self.forced: list[bool] = []
+        self.stopped = False
+        """The plan (or ``k``) said to stop after the last guess taken."""
+
+    def take(
+        self, plan: Plan, token: int, top: float, q: np.ndarray | None, k: int, forced: bool = False
+    ) -> bool:
+        """Ask the plan about one more guess; True if it is taken and drafting may go on."""
+        i = len(self.tokens)
+        n = plan(i, top)
+        if n <= i:
+            self.stopped = True
+            return False
+        self.tokens.append(token)
+        self.qs.append(q)
+        self.confidence.append(top)
+        self.forced.append(forced)
+        self.stopped = len(self.tokens) >= min(k, n)
+        return not self.stopped
+
+    def proposal(self, source: str, greedy: bool) -> Proposal:
+        n = len(self.tokens)
+        q = None if greedy or all(q is None for q in self.qs) else self.qs
+        return Proposal(
+            self.tokens, source, q, self.confidence, [0] * n, self.forced if any(self.forced) else ()
+        )
 
 
 def _top_probability(logits: np.ndarray, top: int) -> float:
@@ -282,6 +337,7 @@ class PromptLookup:
         """Up to ``k`` tokens copied from after the best match of ``history + extra``.
 
         A copy that reaches the end of the text goes on with its own guesses (a repeating pattern).
+        Under a constraint, the copy is cut at the first token it forbids.
         """
         source, start, match_len = self.find(history, extra)
         if match_len == 0 or k <= 0:
@@ -294,6 +350,10 @@ class PromptLookup:
                 n += 1
         elif _SEPARATOR in tokens:
             tokens = tokens[: tokens.index(_SEPARATOR)]
+        with params.grammar.at(history, extra) as grammar:
+            tokens = tokens[: grammar.valid(tokens)]  # a guess the constraint forbids cannot be kept
+        if not tokens:
+            return NO_PROPOSAL
         return Proposal(
             tokens,
             self.name,

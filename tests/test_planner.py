@@ -54,7 +54,15 @@ class FakeDraft:
     def lag(self, history: Sequence[int]) -> int:
         return 2
 
-    def propose(self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan) -> Proposal:
+    def propose(
+        self,
+        history: Sequence[int],
+        k: int,
+        params: object,
+        rng: object,
+        plan: Plan,
+        verified: int | None = None,
+    ) -> Proposal:
         self.calls += 1
         self.histories.append(list(history))
         n = 0

@@ -116,6 +116,13 @@ def _print_table(report: BenchReport) -> None:
         )
     console = Console()
     console.print(table)
+    for s in report.summaries:
+        if s.category == "all" and s.mask_us_per_row:
+            console.print(
+                f"constraint under {s.strategy}: {s.mask_us_per_row:g} us masking a verified row, "
+                f"{s.grammar_us_per_step:g} us a step in all, {s.grammar_share:.2%} of the decode time",
+                highlight=False,
+            )
     curve = ", ".join(f"{n}: {c:g}" for n, c in report.cost_curve.items())
     console.print(f"verification cost (single steps) by batch size: {curve}", highlight=False)
     if report.draft_cost is not None:
