@@ -8,6 +8,7 @@ big target on a laptop, where single steps are memory-bound) verification is nea
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,13 @@ class CostModel:
         if len(self.draft_batch_s) > 1:
             return CostModel(self.draft_batch_s).verify(n)
         return self.draft_s * self.verify(n) / self.verify(1)
+
+    def drafting(self, name: str) -> tuple[float, Callable[[int], float]] | None:
+        """What the drafter ``name`` costs: seconds per guess, and seconds for a batch of n tokens
+        (catching up); None where it was not measured."""
+        if name == "draft" and self.draft_s is not None:
+            return self.draft_s, self.draft_batch
+        return None
 
     def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:
         """Fold a timing seen during generation into the curve (an exponential moving average), so

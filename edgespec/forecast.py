@@ -68,7 +68,8 @@ def drafting_s(costs: CostModel, rates: np.ndarray) -> np.ndarray:
     one is a draft step."""
     assert costs.draft_s is not None
     all_kept = np.cumprod(rates)  # the previous step's k guesses were all kept
-    catch_up = all_kept * catch_up_s(costs, 2) + (1 - all_kept) * catch_up_s(costs, 1)
+    batch = costs.draft_batch
+    catch_up = all_kept * catch_up_s(batch, 2) + (1 - all_kept) * catch_up_s(batch, 1)
     return np.concatenate(([0.0], catch_up + costs.draft_s * np.arange(len(rates))))
 
 

@@ -236,7 +236,8 @@ class Pair:
         draft_ctx = self.draft_model.ctx if self.draft_model else None
         costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
         self.reset()  # measuring used the caches
-        return AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
+        drafters = [self.draft_model] if self.draft_model else []
+        return AutoPlanner(costs, self.lookup, drafters, self.max_draft)
 
     def check_strategy(self, strategy: str) -> None:
         """Raise :class:`InvalidParameterError` unless this pair can run ``strategy``."""

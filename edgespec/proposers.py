@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -62,6 +63,86 @@ guesses the proposal should hold: ``i`` or less stops before guess ``i``, ``i + 
 stops, more keeps it and drafts on."""
 
 
+class DraftProposer(Protocol):
+    """A proposer that drafts token by token under a :data:`Plan`: the draft model, or the target's
+    own MTP layers (:class:`~edgespec.mtp.MtpDraft`). The planner weighs each by the same rule."""
+
+    name: str
+
+    def lag(self, history: Sequence[int]) -> int:
+        """Tokens it would decode to catch up with ``history`` before its first guess."""
+        ...
+
+    def propose(
+        self,
+        history: Sequence[int],
+        k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        plan: Plan | None = None,
+    ) -> Proposal:
+        """Up to ``k`` guesses, as long as ``plan`` says so."""
+        ...
+
+    def reset(self) -> None:
+        """Forget its cache (a new conversation)."""
+        ...
+
+
+def draft_tokens(
+    logits: np.ndarray,
+    advance: Callable[[int], np.ndarray],
+    k: int,
+    params: SamplingParams,
+    rng: np.random.Generator,
+    plan: Plan,
+    pad: Callable[[np.ndarray], np.ndarray],
+) -> tuple[list[int], list[np.ndarray], list[float]]:
+    """Draft up to ``k`` tokens from the logits of the first, ``advance(token)`` giving the next
+    one's, asking ``plan`` after each: the guesses, their distributions ``q`` (sampling only,
+    padded to the target's vocabulary by ``pad``) and their top probabilities.
+
+    Greedy targets get the argmax; sampled targets a sample from the transformed distribution."""
+    tokens: list[int] = []
+    qs: list[np.ndarray] = []
+    confidence: list[float] = []
+    while len(tokens) < k:
+        if params.greedy:
+            token = int(np.argmax(logits))
+            top = _top_probability(logits, token)
+        else:
+            q = probabilities(logits, params)
+            token = sample(q, rng)
+            top = float(q.max())
+        n = plan(len(tokens), top)
+        if n <= len(tokens):
+            break
+        tokens.append(token)
+        confidence.append(top)
+        if not params.greedy:
+            qs.append(pad(q))
+        if len(tokens) >= min(k, n):
+            break
+        logits = advance(token)
+    return tokens, qs, confidence
+
+
+def p_min_plan(k: int, p_min: float) -> Plan:
+    """The fixed strategies' rule: draft up to ``k`` guesses while the top probability is at least
+    ``p_min``."""
+    return lambda i, top: k if top >= p_min else i
+
+
+def pad_to(q: np.ndarray, n_vocab: int) -> np.ndarray:
+    """``q`` over a vocabulary of ``n_vocab`` tokens (a draft's may be a few shorter or longer)."""
+    if q.size == n_vocab:
+        return q
+    out = np.zeros(n_vocab)
+    n = min(q.size, n_vocab)
+    out[:n] = q[:n]
+    return out
+
+
 class DraftModel:
     """A small model with the target's tokenizer, drafting token by token.
 
@@ -115,45 +196,19 @@ class DraftModel:
         plan: Plan | None = None,
     ) -> Proposal:
         """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so."""
-        if plan is None:
-            plan = self._p_min_plan(k)
         logits = self.sync(history)
-        tokens: list[int] = []
-        qs: list[np.ndarray] = []
-        confidence: list[float] = []
-        while len(tokens) < k:
-            if params.greedy:
-                token = int(np.argmax(logits))
-                top = _top_probability(logits, token)
-            else:
-                q = probabilities(logits, params)
-                token = sample(q, rng)
-                top = float(q.max())
-            n = plan(len(tokens), top)
-            if n <= len(tokens):
-                break
-            tokens.append(token)
-            confidence.append(top)
-            if not params.greedy:
-                qs.append(self._pad(q))
-            if len(tokens) >= min(k, n):
-                break
-            logits = self.ctx.decode([token], len(self.cached), 1)[0]
-            self.cached.append(token)
+        tokens, qs, confidence = draft_tokens(
+            logits, self._advance, k, params, rng, plan or p_min_plan(k, self.p_min), self._pad
+        )
         return Proposal(tokens, self.name, qs or None, confidence, [0] * len(tokens))
 
-    def _p_min_plan(self, k: int) -> Plan:
-        p_min = self.p_min
-        return lambda i, top: k if top >= p_min else i
+    def _advance(self, token: int) -> np.ndarray:
+        logits: np.ndarray = self.ctx.decode([token], len(self.cached), 1)[0]
+        self.cached.append(token)
+        return logits
 
     def _pad(self, q: np.ndarray) -> np.ndarray:
-        # A draft vocabulary may be a few tokens shorter or longer than the target's.
-        if q.size == self.n_vocab_target:
-            return q
-        out = np.zeros(self.n_vocab_target)
-        n = min(q.size, self.n_vocab_target)
-        out[:n] = q[:n]
-        return out
+        return pad_to(q, self.n_vocab_target)
 
 
 def _top_probability(logits: np.ndarray, top: int) -> float:

@@ -71,10 +71,13 @@ class FakeDraft:
         pass
 
 
-def planner(costs: CostModel, draft: FakeDraft | None = None) -> tuple[AutoPlanner, FakeDraft]:
+def planner(
+    costs: CostModel, draft: FakeDraft | None = None, *, drafting: bool = True
+) -> tuple[AutoPlanner, FakeDraft]:
+    """auto's planner on ``costs`` with a fake draft model (none when not ``drafting``)."""
     fake = draft or FakeDraft()
     costs = CostModel(dict(costs.verify_s), costs.draft_s)  # a copy: planners learn costs as they go
-    p = AutoPlanner(costs, PromptLookup(), fake, max_draft=16)  # type: ignore[arg-type]
+    p = AutoPlanner(costs, PromptLookup(), [fake] if drafting else [], max_draft=16)
     p.begin()
     p.propose([1], 8, GREEDY, RNG)  # the first step of a generation never speculates
     return p, fake
@@ -103,21 +106,21 @@ def test_first_step_is_the_target_alone() -> None:
 
 def test_cpu_curve_never_pays_for_a_draft_model_even_at_high_acceptance() -> None:
     p, fake = planner(CPU, FakeDraft([0.999] * 64))
-    teach(p.confidence, 0.999, 1.0)
+    teach(p.drafters[0].confidence, 0.999, 1.0)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.tokens == [] and fake.calls == 0
 
 
 def test_flat_curve_uses_the_draft_model() -> None:
     p, _fake = planner(GPU)
-    teach(p.confidence, 0.9, 0.8)
+    teach(p.drafters[0].confidence, 0.9, 0.8)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.source == "draft" and len(proposal.tokens) >= 3
 
 
 def test_flat_curve_drops_a_draft_that_is_never_right() -> None:
     p, fake = planner(GPU)
-    teach(p.confidence, 0.9, 0.0)
+    teach(p.drafters[0].confidence, 0.9, 0.0)
     assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == [] and fake.calls == 0
 
 
@@ -153,7 +156,7 @@ def test_calibration_learns_what_a_confidence_is_worth() -> None:
     first = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert len(first.tokens) > 4  # a prior that trusts the draft's word: 0.5 is kept half the time
     for _ in range(100):  # but guesses at 0.5 are nearly always rejected, those at 0.97 kept
-        p.confidence.observe([0.97, 0.97, 0.97, 0.97, 0.5], [True, True, True, True, False])
+        p.drafters[0].confidence.observe([0.97, 0.97, 0.97, 0.97, 0.5], [True, True, True, True, False])
     assert len(p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens) == 4
 
 
@@ -163,8 +166,7 @@ def copy_history(n: int = 80) -> list[int]:
 
 
 def test_cpu_curve_takes_long_lookups_where_the_curve_steps() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     for m in (16, 24, 32, 48, 64, 96):
         teach(p.copies, m, 0.995)
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
@@ -176,8 +178,7 @@ def test_cpu_curve_takes_long_lookups_where_the_curve_steps() -> None:
 
 
 def test_copies_are_judged_by_how_far_they_have_been_kept() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     for m in (1, 2, 3, 4, 6):
         teach(p.copies, m, 0.2)  # copies fail where they start
     for m in (8, 12, 16, 24, 32, 48, 64):
@@ -187,23 +188,20 @@ def test_copies_are_judged_by_how_far_they_have_been_kept() -> None:
 
 
 def test_cpu_curve_stops_looking_up_when_copies_are_rejected() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     for m in range(1, 40):
         teach(p.copies, m, 0.2)
     assert p.propose(copy_history(), 63, GREEDY, RNG).tokens == []
 
 
 def test_an_unproven_lookup_is_tried_briefly() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
     assert proposal.source == "lookup" and 1 <= len(proposal.tokens) <= 4
 
 
 def test_learning_from_observations() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     history = copy_history()
     for _ in range(60):  # every lookup guess is kept: the planner grows bolder
         proposal = p.propose(history, 63, GREEDY, RNG)
@@ -232,7 +230,7 @@ def test_calibration_counts_only_judged_guesses_and_decays() -> None:
 def test_every_proposal_respects_max_k() -> None:
     for costs in (CPU, HEAVY, GPU):
         p, _ = planner(costs, FakeDraft([0.999] * 64))
-        teach(p.confidence, 0.999, 1.0)
+        teach(p.drafters[0].confidence, 0.999, 1.0)
         for m in range(1, 64):
             teach(p.copies, m, 1.0)
         for max_k in (1, 2, 3, 5, 8):
@@ -241,7 +239,7 @@ def test_every_proposal_respects_max_k() -> None:
 
 def test_a_copy_that_turns_doubtful_goes_on_with_the_draft() -> None:
     p, fake = planner(HEAVY, FakeDraft([0.99] * 64))
-    teach(p.confidence, 0.99, 0.95)
+    teach(p.drafters[0].confidence, 0.99, 0.95)
     for m in range(2, 10):
         teach(p.copies, m, 0.99)
     for m in (12, 16, 24, 32):
@@ -262,7 +260,7 @@ def test_a_draft_that_meets_an_earlier_span_goes_on_by_copying() -> None:
         HEAVY, FakeDraft([0.99, 0.99, 0.99, 0.3] + [0.3] * 60, tokens=[100, 101, 102, 7] + [7] * 60)
     )
     for _ in range(100):
-        p.confidence.observe([0.99, 0.99, 0.99, 0.3], [True, True, True, False])
+        p.drafters[0].confidence.observe([0.99, 0.99, 0.99, 0.3], [True, True, True, False])
     for m in range(2, 40):
         teach(p.copies, m, 0.98)
     history = [*range(100, 130), 1, 2]
@@ -302,7 +300,7 @@ def test_a_draft_written_off_is_tried_within_a_bounded_cost() -> None:
 def test_auto_learns_that_a_draft_it_wrote_off_is_kept() -> None:
     p, _ = planner(HEAVY, FakeDraft([0.9] * 64))
     for _ in range(100):
-        p.confidence.observe([0.9], [False])  # what it believed: the draft is never right
+        p.drafters[0].confidence.observe([0.9], [False])  # what it believed: the draft is never right
     assert run(p, 1, kept=0.95)[0].tokens == []
     steps = run(p, 1500, kept=0.95)  # but now nearly every guess is kept: tries find out
     assert sum(s.source == "draft" for s in steps[-100:]) > 90
@@ -312,8 +310,7 @@ def test_auto_learns_that_a_draft_it_wrote_off_is_kept() -> None:
 def test_a_slow_recent_rate_does_not_make_auto_bolder() -> None:
     # After a run of failed guesses generation ran slower than the target alone would; weighing
     # options at that rate would make every long guess look cheap.
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     at_target_rate = p.propose(copy_history(), 63, GREEDY, RNG).tokens
     p.rate = 0.3 / STEP
     assert p.propose(copy_history(), 63, GREEDY, RNG).tokens == at_target_rate
