@@ -3,6 +3,8 @@ current from the timings seen during generation.
 
 On a compute-bound CPU the target verifies n tokens for nearly n single steps; on a GPU (or with a
 big target on a laptop, where single steps are memory-bound) verification is nearly flat in n.
+A recurrent model's rewind is in the curve too: saving its state before a batch that may be cut
+back where llama.cpp cannot (measured as part of the batch), and restoring it after a rejection.
 """
 
 from __future__ import annotations
@@ -10,10 +12,22 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from edgespec.options import DRAFT_LIMIT
+
+
+class DraftCost(NamedTuple):
+    """What one drafter costs on this device."""
+
+    step_s: float
+    """Seconds per drafted guess after the first."""
+    batch_s: Callable[[int], float]
+    """Seconds to decode a batch of n tokens: catching up, with the first guess."""
+    rewind_s: float = 0.0
+    """Seconds a step spends saving and restoring its recurrent state."""
 
 
 @dataclass
@@ -27,6 +41,12 @@ class CostModel:
     draft_batch_s: dict[int, float] = field(default_factory=dict)
     """The draft's measured seconds by batch size (catching up after a copy); where missing, the
     draft is assumed to scale like the target."""
+    restore_s: float = 0.0
+    """Seconds to restore the target's saved recurrent state after a rejected guess (0: a KV cache)."""
+    native_depth: int | None = None
+    """The most guesses the target's cache drops with no restore (None: any number, a KV cache)."""
+    draft_rewind_s: float = 0.0
+    """Seconds a recurrent draft spends saving its state before drafting and restoring it after."""
     _curve: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def verify(self, n: int) -> float:
@@ -44,9 +64,14 @@ class CostModel:
         return self.verify_s[lo] * (1 - w) + self.verify_s[hi] * w
 
     def curve(self, k: int) -> np.ndarray:
-        """Seconds to verify j guesses (j + 1 tokens) for j = 0..k."""
+        """Seconds to verify j guesses (j + 1 tokens) for j = 0..k.
+
+        Beyond what the target drops natively, a rejection costs a restore: it is charged as if it
+        always came (a few percent of a step where measured), which errs on the safe side."""
         if self._curve is None or self._curve.size <= k:
-            self._curve = np.array([self.verify(n) for n in range(1, max(k, DRAFT_LIMIT) + 2)])
+            n = np.arange(1, max(k, DRAFT_LIMIT) + 2)
+            depth = np.inf if self.native_depth is None else self.native_depth
+            self._curve = np.array([self.verify(int(i)) for i in n]) + self.restore_s * (n - 1 > depth)
         return self._curve[: k + 1]
 
     def draft_batch(self, n: int) -> float:
@@ -56,11 +81,10 @@ class CostModel:
             return CostModel(self.draft_batch_s).verify(n)
         return self.draft_s * self.verify(n) / self.verify(1)
 
-    def drafting(self, name: str) -> tuple[float, Callable[[int], float]] | None:
-        """What the drafter ``name`` costs: seconds per guess, and seconds for a batch of n tokens
-        (catching up); None where it was not measured."""
+    def drafting(self, name: str) -> DraftCost | None:
+        """What the drafter ``name`` costs; None where it was not measured."""
         if name == "draft" and self.draft_s is not None:
-            return self.draft_s, self.draft_batch
+            return DraftCost(self.draft_s, self.draft_batch, self.draft_rewind_s)
         return None
 
     def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:

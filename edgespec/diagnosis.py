@@ -76,6 +76,10 @@ class Loaded:
     costs: CostModel
     """The target's costs, and the draft's when it is compatible."""
     forecast: Forecast
+    architecture: str
+    """The target's ``general.architecture`` (``qwen2``, ``qwen35``, ``lfm2``...)."""
+    rewind: str
+    """How the target's cache is cut back after a rejected guess (:attr:`edgespec.llama.Context.rewind`)."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,8 @@ def load(target: Path, draft: Path | None, threads: int | None, n_gpu_layers: in
                 context = Context(draft_model, n_ctx=t.n_ctx, n_batch=t.n_batch, n_threads=t.n_threads)
                 draft_ctx = held.enter_context(closing(context))
         costs = device_costs(pair.target_ctx, draft_ctx, n_gpu_layers)
-    return Loaded(why, weight_buffers(log), offloaded_layers(log), costs, forecast(costs))
+        arch, rewind = pair.target.arch, pair.target_ctx.rewind
+    return Loaded(why, weight_buffers(log), offloaded_layers(log), costs, forecast(costs), arch, rewind)
 
 
 def exact_check(target: Path, threads: int | None, n_gpu_layers: int) -> ExactCheck:

@@ -68,8 +68,8 @@ def drafting_s(costs: CostModel, rates: np.ndarray) -> np.ndarray:
     one is a draft step."""
     assert costs.draft_s is not None
     all_kept = np.cumprod(rates)  # the previous step's k guesses were all kept
-    batch = costs.draft_batch
-    catch_up = all_kept * catch_up_s(batch, 2) + (1 - all_kept) * catch_up_s(batch, 1)
+    batch, rewind = costs.draft_batch, costs.draft_rewind_s
+    catch_up = all_kept * catch_up_s(batch, 2, rewind) + (1 - all_kept) * catch_up_s(batch, 1, rewind)
     return np.concatenate(([0.0], catch_up + costs.draft_s * np.arange(len(rates))))
 
 

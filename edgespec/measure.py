@@ -1,7 +1,8 @@
 """Measure what verification and drafting cost on this device, and cache the result.
 
 A few seconds at load: the target decodes batches of n tokens (n up to 64) on a short context and
-the cache is rewound after each; the draft decodes single tokens. Exact mode's batch cap (see
+the cache is rewound after each; the draft decodes single tokens; a recurrent model's state is
+saved and restored (what its rewind costs). Exact mode's batch cap (see
 :mod:`edgespec.exactness`) is cached alongside. Results are kept per model file, backend, threads,
 batch and kernel settings, and measured again when older than a week.
 """
@@ -41,6 +42,7 @@ def _key(ctx: Context, n_gpu_layers: int) -> str:
         f"flash_attn={ctx.flash_attn}",
         f"kv={ctx.kv_type}",
         f"tiled={tiled_matmul()}",
+        f"rewind={ctx.rewind}:{ctx.native_depth}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
@@ -75,6 +77,46 @@ def measure(ctx: Context, sizes: tuple[int, ...] = BATCH_SIZES, reps: int = 3) -
     return out
 
 
+def rewind_costs(ctx: Context, reps: int = 5) -> dict[str, float]:
+    """Seconds to save a recurrent model's state and to restore it after a rejected guess (the
+    fastest of ``reps``); both 0 for a plain KV cache, which is cut back for free."""
+    if ctx.rewind == "cache":
+        return {"save": 0.0, "restore": 0.0}
+    filler = ctx.model.bos if ctx.model.bos >= 0 else 0
+    ctx.clear()
+    ctx.decode([filler] * _PREFIX, 0, 0)
+    save = restore = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        ctx.checkpoint()
+        save = min(save, time.perf_counter() - t0)
+        ctx.decode([filler], _PREFIX, 1)  # one token: no native cut reaches back over it
+        t0 = time.perf_counter()
+        ctx.truncate(_PREFIX)
+        restore = min(restore, time.perf_counter() - t0)
+    ctx.clear()
+    return {"save": save, "restore": restore}
+
+
+def _entry(ctx: Context, sizes: tuple[int, ...], reps: int, now: float) -> dict[str, Any]:
+    return {
+        "at": now,
+        "model": ctx.model.path.name,
+        "seconds": measure(ctx, sizes, reps),
+        **rewind_costs(ctx),
+    }
+
+
+def _model(target: dict[str, Any], draft: dict[str, Any] | None, target_ctx: Context) -> CostModel:
+    verify = {int(n): s for n, s in target["seconds"].items()}
+    depth = None if target_ctx.rewind == "cache" else target_ctx.native_depth
+    if draft is None:
+        return CostModel(verify, restore_s=target["restore"], native_depth=depth)
+    batch = {int(n): s for n, s in draft["seconds"].items()}
+    rewind = draft["save"] + draft["restore"]
+    return CostModel(verify, batch[1], batch, target["restore"], depth, rewind)
+
+
 def device_costs(
     target: Context, draft: Context | None, n_gpu_layers: int = 0, refresh: bool = False
 ) -> CostModel:
@@ -84,22 +126,15 @@ def device_costs(
     keys = [_key(target, n_gpu_layers)] + ([_key(draft, n_gpu_layers)] if draft else [])
     now = time.time()
     fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
-    if not refresh and len(fresh) == len(keys):
-        verify = {int(n): s for n, s in fresh[0]["seconds"].items()}
-        if draft is None:
-            return CostModel(verify)
-        cached = {int(n): s for n, s in fresh[1]["seconds"].items()}
-        return CostModel(verify, cached[1], cached)
-    logger.info("measuring verification costs on this device (a few seconds, cached)")
-    verify = measure(target)
-    entries[keys[0]] = {"at": now, "model": target.model.path.name, "seconds": verify}
-    draft_batch: dict[int, float] = {}
-    if draft is not None:
-        # Single steps (drafting) and a few batch sizes (catching up after a copy).
-        draft_batch = measure(draft, sizes=DRAFT_BATCH_SIZES, reps=5)
-        entries[keys[1]] = {"at": now, "model": draft.model.path.name, "seconds": draft_batch}
-    _save(path, entries)
-    return CostModel(verify, draft_batch.get(1), draft_batch)
+    if refresh or len(fresh) < len(keys):
+        logger.info("measuring verification costs on this device (a few seconds, cached)")
+        entries[keys[0]] = _entry(target, BATCH_SIZES, 3, now)
+        if draft is not None:
+            # Single steps (drafting) and a few batch sizes (catching up after a copy).
+            entries[keys[1]] = _entry(draft, DRAFT_BATCH_SIZES, 5, now)
+        _save(path, entries)
+        fresh = [entries[k] for k in keys]
+    return _model(fresh[0], fresh[1] if draft is not None else None, target)
 
 
 def exact_cap(ctx: Context, n_gpu_layers: int = 0, max_n: int = 64, refresh: bool = False) -> int:

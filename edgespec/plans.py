@@ -45,16 +45,18 @@ class Option:
     """Expected tokens minus the step's rate times expected seconds."""
 
 
-def catch_up_s(batch_s: Callable[[int], float], lag: int) -> float:
+def catch_up_s(batch_s: Callable[[int], float], lag: int, rewind_s: float = 0.0) -> float:
     """Seconds charged to a step for a drafter decoding the ``lag`` tokens it has not seen, where
     ``batch_s(n)`` is what a batch of ``n`` costs it.
 
     After a step it drafted, that is two tokens (its last guess and the target's own); after copies
     or steps without it, more; at the start of a generation, the whole prompt. Beyond a step's
     usual two, the catching up serves every later step that drafts, so it is charged spread over
-    :data:`AMORTIZE_TOKENS` tokens."""
+    :data:`AMORTIZE_TOKENS` tokens. A recurrent draft also saves its state, and restores it after
+    (``rewind_s``)."""
     usual = batch_s(min(lag, 2))
-    return usual + (batch_s(lag) - usual) / AMORTIZE_TOKENS if lag > 2 else usual
+    extra = (batch_s(lag) - usual) / AMORTIZE_TOKENS if lag > 2 else 0.0
+    return usual + extra + rewind_s
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Drafter:
     """Seconds per drafted guess after the first."""
     batch_s: Callable[[int], float]
     """Seconds to decode a batch of n tokens (catching up, and the first guess with it)."""
+    rewind_s: float = 0.0
+    """Seconds a step spends saving its state before drafting and restoring it after (recurrent)."""
     confidence: Calibration = field(default_factory=confidence_calibration)
     """Keep rates by the drafter's top probability, learned from its verified guesses."""
 
@@ -85,7 +89,7 @@ class Drafter:
         """Seconds to draft j = 0..k guesses after ``history`` and ``extra`` tokens it must also
         read: the first guess comes with catching up, each further one is a step."""
         lag = self.proposer.lag(history) + extra
-        seconds = catch_up_s(self.batch_s, lag) + self.step_s * np.arange(-1, k)
+        seconds = catch_up_s(self.batch_s, lag, self.rewind_s) + self.step_s * np.arange(-1, k)
         seconds[0] = 0.0
         return seconds
 

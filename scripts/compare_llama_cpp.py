@@ -2,6 +2,7 @@
 
     python scripts/compare_llama_cpp.py modes [--target T.gguf] [--draft D.gguf] [--category C ...]
         [--prompts-per-category N] [--rounds R] [--threads 2] [--n-predict 128] [--json FILE]
+        [--modes none,auto,ngram-simple,...]
     python scripts/compare_llama_cpp.py overhead [--rounds 3] [--threads 2] [--n-predict 128]
 
 Builds nothing: run scripts/build_llama_tools.sh first (llama-bench and llama-speculative-simple from
@@ -88,7 +89,7 @@ class Run:
 
 
 def native_run(
-    mode: str, target: Path, draft: Path, text: str, threads: int, n_predict: int
+    mode: str, target: Path, draft: Path | None, text: str, threads: int, n_predict: int
 ) -> dict[str, float]:
     """One llama-speculative-simple run; its decoded tokens, seconds, drafted and accepted counts."""
     args = [a.replace("{draft}", str(draft)) for a in NATIVE_MODES[mode]]
@@ -135,25 +136,31 @@ def compare_modes(args: argparse.Namespace) -> int:
         sys.exit(f"no llama-speculative-simple in {TOOLS}; run scripts/build_llama_tools.sh first")
     pair_spec = default_pair()
     target = args.target or pair_spec.target.mirror_path()
-    draft = args.draft or pair_spec.draft.mirror_path()
+    draft = None if str(args.draft) == "none" else args.draft or pair_spec.draft.mirror_path()
+    if draft is None and any(m.startswith("draft ") for m in args.modes or NATIVE_MODES):
+        sys.exit("the draft-simple modes need a draft: pass --modes without them, or --draft")
     known = list(dict.fromkeys(p.category for p in load_prompts()))
     unknown = [c for c in args.category if c not in known]
     if unknown:
         sys.exit(f"no such category: {', '.join(unknown)}; use {', '.join(known)}")
     prompts = [p for c in args.category or known for p in load_prompts([c])[: args.prompts_per_category]]
+    bad = [m for m in args.modes or [] if m not in (*EDGESPEC_MODES, *NATIVE_MODES)]
+    if bad:
+        sys.exit(f"no such mode: {', '.join(bad)}; use {', '.join([*EDGESPEC_MODES, *NATIVE_MODES])}")
     pair = Pair(target, draft, n_ctx=N_CTX, n_threads=args.threads)
     costs = pair.costs()  # measured (or read from the cache) before any run is timed
     curve = ", ".join(f"{n}: {c:g}" for n, c in costs.relative().items())
     draft_cost = costs.draft_s / costs.verify(1) if costs.draft_s else float("nan")
-    print(
-        f"target {target.name}, draft {draft.name}, {args.threads} threads, {args.n_predict} tokens, greedy"
-    )
+    named = draft.name if draft else "none"
+    print(f"target {target.name}, draft {named}, {args.threads} threads, {args.n_predict} tokens, greedy")
     print(f"edgespec's measured costs (single steps): {curve}; draft {draft_cost:.2f} of a step", flush=True)
     texts = {
         p.id: p.text if p.raw else pair.prompter.render([{"role": "user", "content": p.text}])
         for p in prompts
     }
-    modes = [*EDGESPEC_MODES, *NATIVE_MODES]
+    modes = args.modes or [*EDGESPEC_MODES, *NATIVE_MODES]
+    if "none" not in modes:
+        modes.insert(0, "none")  # every ratio's baseline
     runs: list[Run] = []
     turn = 0
     for r in range(args.rounds):
@@ -287,10 +294,15 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     modes = sub.add_parser("modes", help="auto against llama.cpp's native speculative modes, per category")
     modes.add_argument("--target", type=Path, help="target GGUF (default: the default pair's)")
-    modes.add_argument("--draft", type=Path, help="draft GGUF (default: the default pair's)")
+    modes.add_argument("--draft", type=Path, help="draft GGUF (default: the default pair's; none: no draft)")
     modes.add_argument("--category", action="append", default=[], help="only this category (repeatable)")
     modes.add_argument("--prompts-per-category", type=int, default=3)
     modes.add_argument("--json", type=Path, help="also write every run to this file")
+    modes.add_argument(
+        "--modes",
+        type=lambda text: [m.strip() for m in str(text).split(",")],
+        help=f"comma-separated modes to run (default: all): {', '.join([*EDGESPEC_MODES, *NATIVE_MODES])}",
+    )
     overhead = sub.add_parser("overhead", help="edgespec none/draft 3 against llama-bench/speculative-simple")
     for p in (modes, overhead):
         p.add_argument("--rounds", type=int, default=3 if p is overhead else 1)

@@ -173,10 +173,13 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
         *("memory_available", "target", "draft", "model_bytes", "fits", "compatible", "incompatibility"),
         *("weight_buffers_mib", "offloaded_layers", "step_s", "draft_s", "verify_units"),
         *("lookup_ceiling", "draft_speedup", "forecast", "exact"),
+        *("architecture", "rewind", "rollback_depth", "restore_s", "draft_rewind_s"),
     }
     assert isinstance(report["gpu_offload"], bool) and report["system_info"]
     assert report["compatible"] is True and report["incompatibility"] is None
     assert report["verify_units"]["1"] == 1.0 and report["draft_s"] > 0
+    assert report["architecture"] == "llama" and report["rewind"] == "cache"
+    assert report["rollback_depth"] is None and report["restore_s"] == report["draft_rewind_s"] == 0.0
     assert "lookup can reach up to" in report["forecast"] or "lookup cannot pay" in report["forecast"]
     assert report["model_bytes"] == tiny["target"].stat().st_size + tiny["draft-noisy"].stat().st_size
     assert report["weight_buffers_mib"]  # where llama.cpp put the weights, from its own log
@@ -192,6 +195,19 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
     assert "GPU offload: " in text.stdout and "weights: on the " in text.stdout
     assert "forecast: the draft cannot be used with this target; lookup can" in text.stdout
     assert "exact mode (--exact): output bit-identical, but no batch decodes like single" in text.stdout
+    assert "rewind: llama: a KV cache, cut back anywhere for free" in text.stdout
+
+
+def test_doctor_says_how_a_hybrid_target_rewinds(env: dict[str, str], tiny: dict[str, Path]) -> None:
+    for arch, kind in (("qwen35", "rolled back by llama.cpp, up to 16 tokens"), ("granitehybrid", "saved")):
+        target, draft = tiny[f"{arch}-target"], tiny[f"{arch}-draft-noisy"]
+        proc = edgespec("doctor", "--target", str(target), "--draft", str(draft), "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["architecture"] == arch and report["rewind"] in ("rollback", "checkpoint")
+        assert report["restore_s"] > 0 and report["draft_rewind_s"] > 0
+        text = edgespec("doctor", "--target", str(target), "--draft", str(draft), env=env)
+        assert f"rewind: {arch}: recurrent state " in text.stdout and kind in text.stdout, text.stdout
 
 
 def test_doctor_without_the_models_says_how_to_get_them(env: dict[str, str]) -> None:

@@ -333,3 +333,39 @@ def test_costs_follow_what_generation_observes() -> None:
     assert costs.verify(1) == pytest.approx(0.06, rel=1e-3)
     assert costs.verify(4) == 0.09 and 3 not in costs.verify_s
     assert costs.curve(3)[0] == pytest.approx(0.06, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------- recurrent targets
+
+
+def test_a_restore_is_charged_beyond_what_the_target_drops_natively() -> None:
+    plain = CostModel(dict(HEAVY.verify_s))
+    rollback = CostModel(dict(HEAVY.verify_s), restore_s=0.005, native_depth=16)
+    checkpoint = CostModel(dict(HEAVY.verify_s), restore_s=0.005, native_depth=0)
+    np.testing.assert_allclose(rollback.curve(40)[:17], plain.curve(40)[:17])
+    np.testing.assert_allclose(rollback.curve(40)[17:], plain.curve(40)[17:] + 0.005)
+    assert checkpoint.curve(8)[0] == plain.curve(8)[0]  # no guess, nothing to cut back
+    np.testing.assert_allclose(checkpoint.curve(8)[1:], plain.curve(8)[1:] + 0.005)
+
+
+def test_a_recurrent_drafts_rewind_is_charged_with_its_catching_up() -> None:
+    from edgespec.plans import catch_up_s
+
+    costs = CostModel(dict(HEAVY.verify_s), 0.02, draft_rewind_s=0.003)
+    base = CostModel(dict(HEAVY.verify_s), 0.02)
+    for lag in (1, 2, 40):
+        charged, plain = (catch_up_s(c.draft_batch, lag, c.draft_rewind_s) for c in (costs, base))
+        assert charged == pytest.approx(plain + 0.003)
+
+
+def test_pending_tokens_price_the_batch_they_start() -> None:
+    """After a cut back to a checkpoint the kept guesses are read again with the next batch: guesses
+    cost the rows they add after them. On a curve that is flat to 8 tokens and steep after, a copy
+    taken with one token pending is declined with eight."""
+    cliff = CostModel({1: STEP, 2: 1.05 * STEP, 4: 1.1 * STEP, 8: 1.2 * STEP, 9: 5 * STEP, 64: 60 * STEP})
+    p, _ = planner(cliff, FakeDraft(confidence=[0.0] * 64))
+    for _ in range(40):  # copies are kept: long matches have paid so far
+        p.copies.observe([20] * 10, [True] * 10)
+    history = [*range(100, 130), 1, 2, *range(100, 110)]
+    assert 0 < len(p.propose(history, 16, GREEDY, RNG, n_pending=1).tokens) <= 7
+    assert p.propose(history, 16, GREEDY, RNG, n_pending=8).tokens == []

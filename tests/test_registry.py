@@ -55,6 +55,28 @@ def test_the_laptop_pairs_are_there() -> None:
         assert draft.lower() in pair.draft.file.lower()
 
 
+def test_the_hybrid_pairs_are_there() -> None:
+    # (target family in the file name, draft family in the file name, both repos' publisher)
+    expected = {
+        "qwen3.5-9b": ("Qwen3.5-9B", "Qwen3.5-0.8B", "unsloth"),
+        "qwen3.6-27b": ("Qwen3.6-27B", "Qwen3.5-0.8B", "unsloth"),
+        "lfm2-2.6b": ("LFM2-2.6B", "LFM2-350M", "LiquidAI"),
+        "granite-4.0-h-small": ("granite-4.0-h-small", "granite-4.0-h-350m", "ibm-granite"),
+    }
+    all_pairs = pairs()
+    for name, (target, draft, publisher) in expected.items():
+        pair = all_pairs[name]
+        assert target.lower() in pair.target.file.lower()
+        assert draft.lower() in pair.draft.file.lower()
+        assert re.search(r"q4_k_m", pair.target.file + pair.draft.file, re.IGNORECASE)
+        for ref in (pair.target, pair.draft):
+            assert ref.repo.split("/")[0] == publisher
+            # Nothing checked them here: no pins, so a pull trusts the Hub's own transfer checks.
+            assert ref.size is None and ref.sha256 is None and ref.mirror is None
+    # One Qwen3.5 draft file serves both Qwen targets.
+    assert all_pairs["qwen3.5-9b"].draft == all_pairs["qwen3.6-27b"].draft
+
+
 def test_every_entry_is_well_formed() -> None:
     for pair in pairs().values():
         assert pair.description and pair.license

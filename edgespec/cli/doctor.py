@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:  # imported when the command runs: these load llama.cpp
-    from edgespec.diagnosis import Diagnosis, ExactCheck
+    from edgespec.diagnosis import Diagnosis, ExactCheck, Loaded
     from edgespec.forecast import Forecast
 
 
@@ -36,6 +36,27 @@ def forecast_line(f: Forecast, no_draft_because: str = "no draft model given") -
         f"a draft model can reach about {typical.speedup:.1f} x at {f.acceptance:.0%} acceptance "
         f"({typical.k} tokens a step; at most {perfect.speedup:.1f} x); {lookup}"
     )
+
+
+def rewind_line(loaded: Loaded) -> str:
+    """How the target's cache is cut back after a rejected guess, and what that costs."""
+    costs, step_s = loaded.costs, loaded.costs.verify(1)
+    restore = f"{costs.restore_s * 1000:.3g} ms ({costs.restore_s / step_s:.3f} of a step)"
+    if loaded.rewind == "cache":
+        return f"{loaded.architecture}: a KV cache, cut back anywhere for free"
+    if loaded.rewind == "rollback":
+        line = (
+            f"{loaded.architecture}: recurrent state rolled back by llama.cpp, up to {costs.native_depth} "
+            f"tokens for free (its snapshots are in the curve); deeper, a saved state is restored: {restore}"
+        )
+    else:
+        line = (
+            f"{loaded.architecture}: recurrent state saved before each verification with guesses "
+            f"(in the curve) and restored after a rejection: {restore}; the kept guesses are read again"
+        )
+    if costs.draft_rewind_s:
+        line += f"; the draft saves and restores its own: {costs.draft_rewind_s * 1000:.3g} ms a step"
+    return line
 
 
 def _no_draft_because(d: Diagnosis) -> str:
@@ -63,6 +84,11 @@ def as_json(d: Diagnosis) -> dict[str, Any]:
             step_s=costs.verify(1),
             draft_s=costs.draft_s,
             verify_units={str(n): u for n, u in costs.relative().items()},
+            architecture=loaded.architecture,
+            rewind=loaded.rewind,
+            rollback_depth=costs.native_depth,
+            restore_s=costs.restore_s,
+            draft_rewind_s=costs.draft_rewind_s,
             lookup_ceiling=round(loaded.forecast.lookup.speedup, 2),
             draft_speedup=round(typical.speedup, 2) if typical is not None else None,
             forecast=forecast_line(loaded.forecast, _no_draft_because(d)),
@@ -128,6 +154,7 @@ def _print(d: Diagnosis) -> None:
     click.echo(line)
     curve = "  ".join(f"{n}: {u:g}" for n, u in costs.relative().items())
     click.echo(f"verifying n tokens costs (in single steps): {curve}")
+    click.echo(f"rewind: {rewind_line(loaded)}")
     click.echo(f"forecast: {forecast_line(loaded.forecast, _no_draft_because(d))}")
     if d.exact is not None:
         click.echo(f"exact mode (--exact): {_exact_line(d.exact)}")

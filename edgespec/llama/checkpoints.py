@@ -32,7 +32,7 @@ class Checkpoints:
         """Where the step's state was saved; -1 when there is none."""
         self.step_buffer: Any = None
         """The step's state; kept after it is dropped, so that the next save can reuse it."""
-        self._snapshots: dict[int, bytes] = {}  # in the order they were made
+        self._snapshots: dict[int, Any] = {}  # in the order they were made
 
     def where(self, n_keep: int, n_past: int) -> tuple[int, bool]:
         """Where a cut of a context holding ``n_past`` positions back to ``n_keep`` lands, and
@@ -49,7 +49,7 @@ class Checkpoints:
         """The state before the verification in progress, saved at ``at``."""
         self.step_at, self.step_buffer = at, buffer
 
-    def add(self, at: int, state: bytes) -> None:
+    def add(self, at: int, state: Any) -> None:
         """A snapshot at ``at``; the oldest goes when there are more than ``max_snapshots``."""
         self._snapshots.pop(at, None)
         self._snapshots[at] = state

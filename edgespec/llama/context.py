@@ -40,6 +40,7 @@ def _params(
     n_threads_batch: int,
     flash_attn: bool | None,
     kv_type: str,
+    rollback: int,
 ) -> Any:
     if kv_type not in KV_TYPES:
         raise ValueError(f"unknown KV cache type {kv_type!r}; choose one of {', '.join(KV_TYPES)}")
@@ -55,7 +56,7 @@ def _params(
     params.n_seq_max = 1
     # A rollback needs the last n_rs_seq + 1 tokens of a decode in one micro-batch, and llama.cpp
     # aborts the process unless the micro-batch is longer still.
-    params.n_rs_seq = max(0, min(ROLLBACK_DEPTH, n_batch - 2)) if model.recurrent else 0
+    params.n_rs_seq = max(0, min(rollback, n_batch - 2)) if model.recurrent else 0
     params.n_threads = n_threads
     params.n_threads_batch = n_threads_batch
     params.no_perf = True
@@ -119,7 +120,8 @@ class Context:
     recurrent state is saved before a decode that may be cut back, and restored). Where no cut is
     possible, :meth:`truncate` lands earlier and says where: the caller decodes the rest again.
     ``flash_attn`` None lets llama.cpp decide; ``kv_type`` names the KV cache's element type (a key
-    of :data:`KV_TYPES`).
+    of :data:`KV_TYPES`); ``rollback`` is how many recurrent states llama.cpp keeps for a native
+    cut, where the architecture allows (0: always checkpoints; benchmarks compare the two).
     """
 
     def __init__(
@@ -132,10 +134,12 @@ class Context:
         n_threads_batch: int | None = None,
         flash_attn: bool | None = None,
         kv_type: str = "f16",
+        rollback: int = ROLLBACK_DEPTH,
     ) -> None:
         self._ptr: Any = None
         self.model = model
-        params = _params(model, n_ctx, n_batch, n_threads, n_threads_batch or n_threads, flash_attn, kv_type)
+        threads_batch = n_threads_batch or n_threads
+        params = _params(model, n_ctx, n_batch, n_threads, threads_batch, flash_attn, kv_type, rollback)
         fix_tiled_matmul()
         ptr = C.llama_init_from_model(model._ptr, params)
         if not ptr:
@@ -245,7 +249,7 @@ class Context:
         (a new turn, the same prompt again) needs no re-reading; the oldest snapshots go first.
         Nothing to do for a plain KV cache."""
         if self.model.recurrent and self.n_past:
-            self._checkpoints.add(self.n_past, bytes(_save(self, None)))
+            self._checkpoints.add(self.n_past, _save(self, None))
 
     def clear(self) -> None:
         """Empty the cache and forget every checkpoint."""
