@@ -47,6 +47,9 @@ class CostModel:
     """The most guesses the target's cache drops with no restore (None: any number, a KV cache)."""
     draft_rewind_s: float = 0.0
     """Seconds a recurrent draft spends saving its state before drafting and restoring it after."""
+    mtp_batch_s: dict[int, float] = field(default_factory=dict)
+    """The target's MTP layers: seconds to read n tokens and guess after the last, by n (1 is one
+    drafting step); empty without them."""
     _curve: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def verify(self, n: int) -> float:
@@ -85,6 +88,8 @@ class CostModel:
         """What the drafter ``name`` costs; None where it was not measured."""
         if name == "draft" and self.draft_s is not None:
             return DraftCost(self.draft_s, self.draft_batch, self.draft_rewind_s)
+        if name == "mtp" and 1 in self.mtp_batch_s:
+            return DraftCost(self.mtp_batch_s[1], CostModel(self.mtp_batch_s).verify)
         return None
 
     def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:

@@ -23,8 +23,9 @@ from typing import Any
 
 from edgespec.errors import InvalidParameterError
 
-STRATEGIES = ("auto", "draft", "lookup", "none")
-"""auto: plan each step by measured cost; draft/lookup: always that proposer; none: the target alone."""
+STRATEGIES = ("auto", "draft", "mtp", "lookup", "none")
+"""auto: plan each step by measured cost; draft/mtp/lookup: always that proposer (mtp: the target's
+own MTP layers); none: the target alone."""
 
 DRAFT_LIMIT = 63
 """The most tokens one step may guess: with the pending token, a verification batch of 64."""
@@ -138,8 +139,8 @@ class GenerationOptions:
         "auto",
         Rule(
             str,
-            "auto: plan each step by measured cost; draft/lookup: always that proposer; "
-            "none: the target alone.",
+            "auto: plan each step by measured cost; draft/mtp/lookup: always that proposer "
+            "(mtp: the target's own MTP layers); none: the target alone.",
             choices=STRATEGIES,
             flag="strategy",
         ),

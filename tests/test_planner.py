@@ -44,8 +44,12 @@ class FakeDraft:
     name = "draft"
 
     def __init__(
-        self, confidence: Sequence[float] = (0.9,) * 64, tokens: Sequence[int] = range(1000, 1064)
+        self,
+        confidence: Sequence[float] = (0.9,) * 64,
+        tokens: Sequence[int] = range(1000, 1064),
+        name: str = "draft",
     ) -> None:
+        self.name = name
         self.calls = 0
         self.confidence = list(confidence)
         self.tokens = list(tokens)
@@ -65,7 +69,7 @@ class FakeDraft:
             n += 1
             if n >= wanted:
                 break
-        return Proposal(self.tokens[:n], "draft", confidence=self.confidence[:n], match=[0] * n)
+        return Proposal(self.tokens[:n], self.name, confidence=self.confidence[:n], match=[0] * n)
 
     def reset(self) -> None:
         pass
@@ -369,3 +373,58 @@ def test_pending_tokens_price_the_batch_they_start() -> None:
     history = [*range(100, 130), 1, 2, *range(100, 110)]
     assert 0 < len(p.propose(history, 16, GREEDY, RNG, n_pending=1).tokens) <= 7
     assert p.propose(history, 16, GREEDY, RNG, n_pending=8).tokens == []
+
+
+def two_drafters(mtp_step_s: float, curve: CostModel = GPU) -> tuple[AutoPlanner, FakeDraft, FakeDraft]:
+    """auto on ``curve`` with its draft model and the target's MTP layers (``mtp_step_s`` a guess,
+    their catching up nearly flat)."""
+    batch = {1: mtp_step_s, 2: 1.1 * mtp_step_s, 8: 1.5 * mtp_step_s, 64: 4 * mtp_step_s}
+    costs = CostModel(dict(curve.verify_s), curve.draft_s, mtp_batch_s=batch)
+    draft, mtp = FakeDraft(), FakeDraft(tokens=range(2000, 2064), name="mtp")
+    p = AutoPlanner(costs, PromptLookup(), [draft, mtp], max_draft=16)
+    p.begin()
+    p.propose([1], 8, GREEDY, RNG)
+    return p, draft, mtp
+
+
+def test_auto_weighs_each_drafter_on_its_own_costs_and_keep_rates() -> None:
+    p, _, _ = two_drafters(0.0005)
+    d, m = p.drafters
+    assert (d.name, m.name) == ("draft", "mtp") and m.step_s == 0.0005
+    teach(d.confidence, 0.9, 0.8)
+    teach(m.confidence, 0.9, 0.8)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).source == "mtp"  # as sure, and cheaper
+    teach(m.confidence, 0.9, 0.05)  # creative text: the MTP layers are seldom kept
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).source == "draft"
+    teach(d.confidence, 0.9, 0.0)
+    teach(m.confidence, 0.9, 0.0)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == []  # neither is kept: no guess
+
+
+def test_a_drafter_as_sure_but_dearer_is_passed_over() -> None:
+    p, _, _ = two_drafters(0.005)  # an MTP guess costs half a target step, a draft guess 0.2
+    for drafter in p.drafters:
+        teach(drafter.confidence, 0.9, 0.8)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).source == "draft"
+
+
+def test_each_drafters_guesses_teach_only_its_own_calibration() -> None:
+    p, _, _ = two_drafters(0.0005)
+    d, m = p.drafters
+    before = d.confidence.tried_all
+    p.observe(Proposal([1, 2, 3], "mtp", None, [0.9, 0.9, 0.9], [0, 0, 0]), 1, 0.0, 0.01)
+    assert m.confidence.tried_all == pytest.approx(2.0, rel=0.05)  # the kept guess and the rejected one
+    assert d.confidence.tried_all == pytest.approx(before * 0.998)  # only aged
+    p.observe(Proposal([1, 2], "lookup+mtp", None, [0.0, 0.9], [5, 0]), 2, 0.0, 0.01)
+    assert m.confidence.tried_all > 2.5 and d.confidence.tried_all < 0.01
+
+
+def test_auto_learns_to_stop_guessing_with_a_drafter_never_kept() -> None:
+    """Random MTP weights (an MTP guess 0.2 of a step), on the heavy target's curve where they would
+    pay if kept: every guess is wrong, so after trying them auto drafts nothing, save its tries."""
+    p, _, _ = two_drafters(0.2 * HEAVY.verify(1), HEAVY)
+    p.drafters = p.explorer.drafters = [p.drafters[1]]  # the MTP layers alone
+    steps = run(p, 1000, kept=0.0)
+    assert sum(bool(s.tokens) for s in steps[:20]) >= 2  # an unproven drafter is tried
+    # then seldom: tries paid from 1 % of the time, a few guesses each
+    assert sum(bool(s.tokens) for s in steps[200:]) <= 24
