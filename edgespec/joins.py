@@ -46,7 +46,9 @@ class Joins:
             return copy
         kept = copied(copy, j)
         plan = drafter.plan(w.curve, w.rate, rows=j, survival=survival)
-        drafted = drafter.proposer.propose([*history, *kept.tokens], room, w.params, w.rng, plan)
+        drafted = drafter.proposer.propose(
+            [*history, *kept.tokens], room, w.params, w.rng, plan, len(history)
+        )
         return join(kept, drafted) if drafted.tokens else copy
 
     def extend_by_copy(

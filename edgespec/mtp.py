@@ -24,6 +24,7 @@ class MtpDraft:
     drafting stops when the top probability falls below ``p_min``, as the draft model's does."""
 
     name = "mtp"
+    continues_copies = False  # a copied guess has no target row yet: nothing to read it with
 
     def __init__(self, ctx: MtpContext, hidden: HiddenRows, p_min: float = 0.75) -> None:
         self.ctx = ctx
@@ -67,8 +68,10 @@ class MtpDraft:
         params: SamplingParams,
         rng: np.random.Generator,
         plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
-        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so."""
+        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
+        ``history`` must be verified text (``verified`` is there for the protocol's sake)."""
         logits = self.sync(history)
         tokens, qs, confidence = draft_tokens(
             logits, self._advance, k, params, rng, plan or p_min_plan(k, self.p_min), self._pad

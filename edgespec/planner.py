@@ -154,9 +154,11 @@ class AutoPlanner:
             return explored
         drafters = {d.name: d for d in self.drafters}
         if best.source == "lookup":
-            # The copy goes on with the drafter worth most this step, where it turns doubtful.
+            # The copy goes on, where it turns doubtful, with the drafter worth most this step of
+            # those that can draft on from unverified text.
             worth = {o.source: o.value for o in options}
-            drafter = max(self.drafters, key=lambda d: worth.get(d.name, -np.inf), default=None)
+            joinable = [d for d in self.drafters if d.proposer.continues_copies]
+            drafter = max(joinable, key=lambda d: worth.get(d.name, -np.inf), default=None)
             return self.joins.continue_with_draft(history, copied(copy, best.k), w, self.max_draft, drafter)
         if best.source in drafters:
             plan = drafters[best.source].plan(curve, self._rate)

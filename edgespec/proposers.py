@@ -68,6 +68,10 @@ class DraftProposer(Protocol):
     own MTP layers (:class:`~edgespec.mtp.MtpDraft`). The planner weighs each by the same rule."""
 
     name: str
+    continues_copies: bool
+    """Whether it can draft on from guesses the target has not verified (a copy): the MTP layers
+    cannot, since they read each token with the target's hidden row, which exists only once the
+    target has decoded it."""
 
     def lag(self, history: Sequence[int]) -> int:
         """Tokens it would decode to catch up with ``history`` before its first guess."""
@@ -80,8 +84,10 @@ class DraftProposer(Protocol):
         params: SamplingParams,
         rng: np.random.Generator,
         plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
-        """Up to ``k`` guesses, as long as ``plan`` says so."""
+        """Up to ``k`` guesses, as long as ``plan`` says so. ``verified``: how much of ``history``
+        the target has verified (the rest are guesses a drafter continues, as after a copy)."""
         ...
 
     def reset(self) -> None:
@@ -154,6 +160,7 @@ class DraftModel:
     """
 
     name = "draft"
+    continues_copies = True
 
     def __init__(self, ctx: Context, n_vocab_target: int, p_min: float = 0.75) -> None:
         self.ctx = ctx
@@ -173,18 +180,25 @@ class DraftModel:
         """Tokens the draft would have to decode to catch up with ``history``."""
         return len(history) - self.ctx.reach(min(common_prefix(self.cached, history), len(history) - 1))
 
-    def sync(self, history: Sequence[int]) -> np.ndarray:
+    def sync(self, history: Sequence[int], verified: int | None = None) -> np.ndarray:
         """Bring the cache to ``history`` and return the draft's logits for the next token.
 
-        A recurrent draft's state is saved here, before drafting, so that it can come back to it
-        after the target has verified its guesses."""
+        A recurrent draft's state is saved where the target's verified text ends (``verified``
+        tokens of ``history``, by default all: the rest are guesses the draft continues), so that
+        it can come back there once the target has judged what follows."""
         keep = self.ctx.truncate(min(common_prefix(self.cached, history), len(history) - 1))
         del self.cached[keep:]
-        new = list(history[keep:])
-        logits: np.ndarray = self.ctx.decode(new, keep, 1)[0]
+        split = len(history) if verified is None else verified
+        if keep < split < len(history) and self.ctx.rewind != "cache":
+            self.ctx.decode(history[keep:split], keep, 0)
+            self.cached.extend(history[keep:split])
+            self.ctx.checkpoint()
+        new = list(history[len(self.cached) :])
+        logits: np.ndarray = self.ctx.decode(new, len(self.cached), 1)[0]
         self.cached.extend(new)
-        self.n_prefilled += len(new)
-        self.ctx.checkpoint()
+        self.n_prefilled += len(history) - keep
+        if split == len(history):
+            self.ctx.checkpoint()
         return logits
 
     def propose(
@@ -194,9 +208,11 @@ class DraftModel:
         params: SamplingParams,
         rng: np.random.Generator,
         plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
-        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so."""
-        logits = self.sync(history)
+        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
+        ``verified``: how much of ``history`` the target has verified (see :meth:`sync`)."""
+        logits = self.sync(history, verified)
         tokens, qs, confidence = draft_tokens(
             logits, self._advance, k, params, rng, plan or p_min_plan(k, self.p_min), self._pad
         )

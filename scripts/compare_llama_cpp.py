@@ -188,9 +188,9 @@ def compare_modes(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     pair.close()
-    print_tables(runs, modes)
-    if args.json:
+    if args.json:  # first: the runs are kept whatever the tables make of them
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    print_tables(runs, modes)
     return 0
 
 
@@ -225,7 +225,10 @@ def print_tables(runs: list[Run], modes: list[str]) -> None:
         drafted, accepted = sum(r.drafted for r in rs), sum(r.accepted for r in rs)
         kept = f"{accepted / drafted:.0%}" if drafted else "-"
         print(f"| {mode} | " + " | ".join(cells) + f" | {kept} |")
-    best = {c: max(NATIVE_MODES, key=lambda m, c=c: med[c, m]) for c in categories}
+    native = [m for m in modes if m in NATIVE_MODES]
+    if not native or "auto" not in modes:
+        return
+    best = {c: max(native, key=lambda m, c=c: med[c, m]) for c in categories}
     print("| best native | " + " | ".join(best[c] for c in categories) + " | |")
     print(
         "| auto / best native | "

@@ -6,6 +6,7 @@ token too deep, a checkpoint one position off) to show it would catch that."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -295,3 +296,66 @@ def test_the_rewind_is_measured_with_the_costs(pairs: dict[str, Pair], tiny: dic
         assert pair.target_ctx.n_past == 0  # measuring leaves the cache empty
     with Pair(tiny["target"], None, n_ctx=128, n_threads=1) as plain:
         assert rewind_costs(plain.target_ctx) == {"save": 0.0, "restore": 0.0}
+
+
+def test_exact_mode_on_a_hybrid_says_no_batch_is_exact_and_runs_the_target_alone(
+    tiny: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tiny hybrids are float32: no batch decodes bit-identically, so --exact verifies no guess."""
+    with Pair(tiny["qwen35-target"], tiny["qwen35-draft-same"], n_ctx=256, n_threads=1, exact=True) as pair:
+        assert pair.batch_cap == 1
+        assert "no batch decodes bit-identically" in caplog.text
+        result = pair.generate(PROMPTS[1], max_tokens=30, temperature=0, strategy="draft")
+        assert result.stats.drafted == 0
+        assert (
+            result.token_ids
+            == pair.generate(PROMPTS[1], max_tokens=30, temperature=0, strategy="none").token_ids
+        )
+
+
+@pytest.mark.parametrize("arch", ["qwen35", "granitehybrid"])
+def test_a_recurrent_draft_continuing_unjudged_guesses_comes_back_to_the_verified_text(
+    pairs: dict[str, Pair], arch: str
+) -> None:
+    """A draft that continues a copy reads guesses the target has not judged yet: it keeps its
+    state where the verified text ends, so that after a rejection it reads only what is new."""
+    pair = pairs[arch]
+    draft = pair.draft_model
+    assert draft is not None
+    pair.reset(forget_earlier=True)
+    history = pair.prompter.tokenize(PROMPTS[1])
+    guesses = history[3:9]
+    draft.sync([*history, *guesses], verified=len(history))
+    before = draft.n_prefilled
+    continued = [*history, guesses[0], guesses[3]]  # the target took one guess, then parted
+    logits = draft.sync(continued)
+    # two from the state saved where the history ends; one where rollback lands on the kept guess
+    assert draft.n_prefilled - before == (1 if draft.ctx.rewind == "rollback" else 2)
+    pair.reset(forget_earlier=True)
+    fresh = draft.sync(continued)
+    assert np.abs(logits - fresh).max() < NEAR_TIE  # batched and single steps part in the last bits
+    pair.reset(forget_earlier=True)
+    other = draft.sync([*history, guesses[0], guesses[4]])
+    assert np.abs(other - fresh).max() > 10 * NEAR_TIE  # the control: a different text is told apart
+
+
+@pytest.mark.parametrize("arch", ["granitehybrid"])
+def test_joined_proposals_on_a_recurrent_draft(pairs: dict[str, Pair], arch: str) -> None:
+    """A copy the draft continues: the draft reads copied guesses the target has not judged yet, so
+    it saves its state where the verified text ends, and never reads the whole text again."""
+    from test_engine import model_time_planner
+
+    pair = pairs[arch]
+    assert pair.draft_model is not None
+    sources: set[str] = set()
+    for (max_draft, draft_s), prompt in itertools.product(((8, 0.1), (16, 0.2)), PROMPTS):
+        want = generate(pair, prompt, "none", 8, n=80)
+        pair.reset(forget_earlier=True)
+        planner = model_time_planner(pair, draft_s, max_draft)
+        before = pair.draft_model.n_prefilled
+        got = pair.generate(prompt, max_tokens=80, temperature=0, max_draft=max_draft, planner=planner)
+        assert_same_greedy(pair, pair.prompter.tokenize(prompt), got.token_ids, want)
+        sources |= set(got.stats.steps_by_source)
+        read = pair.draft_model.n_prefilled - before
+        assert read <= len(pair.prompter.tokenize(prompt)) + 2 * len(got.token_ids), (prompt, read)
+    assert "lookup+draft" in sources, sources

@@ -48,19 +48,31 @@ class FakeDraft:
         confidence: Sequence[float] = (0.9,) * 64,
         tokens: Sequence[int] = range(1000, 1064),
         name: str = "draft",
+        continues_copies: bool = True,
     ) -> None:
         self.name = name
+        self.continues_copies = continues_copies
         self.calls = 0
         self.confidence = list(confidence)
         self.tokens = list(tokens)
         self.histories: list[list[int]] = []
+        self.verified: list[int] = []
 
     def lag(self, history: Sequence[int]) -> int:
         return 2
 
-    def propose(self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan) -> Proposal:
+    def propose(
+        self,
+        history: Sequence[int],
+        k: int,
+        params: object,
+        rng: object,
+        plan: Plan,
+        verified: int | None = None,
+    ) -> Proposal:
         self.calls += 1
         self.histories.append(list(history))
+        self.verified.append(len(history) if verified is None else verified)
         n = 0
         while n < k:
             wanted = plan(n, self.confidence[n])
@@ -254,8 +266,26 @@ def test_a_copy_that_turns_doubtful_goes_on_with_the_draft() -> None:
     copied = [108, 109, 1, 2]  # matched 8 to 11 tokens
     assert proposal.tokens[:4] == copied and proposal.tokens[4:] == fake.tokens[: len(proposal.tokens) - 4]
     assert fake.histories[-1] == [*history, *copied]  # the draft goes on from the copied text
+    assert fake.verified[-1] == len(history)  # of which only the history is verified
     assert list(proposal.match[:4]) == [8, 9, 10, 11] and not any(proposal.match[4:])
     assert len(proposal.tokens) <= 12
+
+
+def test_a_copy_goes_on_only_with_a_drafter_that_can_read_unverified_text() -> None:
+    # The MTP layers read each token with the target's row for it: a copied guess has none yet.
+    p, draft, mtp = two_drafters(0.0005, HEAVY)
+    teach(p.drafters[0].confidence, 0.9, 0.7)
+    teach(p.drafters[1].confidence, 0.9, 0.8)  # worth more than the draft model, less than the copy
+    for m in range(2, 10):
+        teach(p.copies, m, 0.99)
+    for m in (12, 16, 24, 32):
+        teach(p.copies, m, 0.05)
+    history = [*range(100, 110), 1, 2, *range(100, 108)]
+    assert p.propose(history, 12, GREEDY, RNG).source == "lookup+draft"
+    assert mtp.calls == 0
+    p.drafters = [p.drafters[1]]  # the MTP layers alone
+    assert p.propose(history, 12, GREEDY, RNG).source == "lookup"
+    assert mtp.calls == 0 and draft.calls == 1
 
 
 def test_a_draft_that_meets_an_earlier_span_goes_on_by_copying() -> None:
@@ -380,7 +410,7 @@ def two_drafters(mtp_step_s: float, curve: CostModel = GPU) -> tuple[AutoPlanner
     their catching up nearly flat)."""
     batch = {1: mtp_step_s, 2: 1.1 * mtp_step_s, 8: 1.5 * mtp_step_s, 64: 4 * mtp_step_s}
     costs = CostModel(dict(curve.verify_s), curve.draft_s, mtp_batch_s=batch)
-    draft, mtp = FakeDraft(), FakeDraft(tokens=range(2000, 2064), name="mtp")
+    draft, mtp = FakeDraft(), FakeDraft(tokens=range(2000, 2064), name="mtp", continues_copies=False)
     p = AutoPlanner(costs, PromptLookup(), [draft, mtp], max_draft=16)
     p.begin()
     p.propose([1], 8, GREEDY, RNG)
