@@ -127,6 +127,7 @@ class TraceDraft:
     """Answers like DraftModel from a trace: the guess and top probability at each position."""
 
     name = "draft"
+    continues_copies = True
 
     def __init__(self, n_prompt: int, guess: Sequence[int], top: Sequence[float], costs: CostModel) -> None:
         self.n_prompt, self.guess, self.top = n_prompt, guess, top
@@ -145,7 +146,13 @@ class TraceDraft:
         return self.guess[i], self.top[i]
 
     def propose(
-        self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan | None = None
+        self,
+        history: Sequence[int],
+        k: int,
+        params: object,
+        rng: object,
+        plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
         lag = self.lag(history)
         self.seconds += self.draft_curve.verify(lag)
