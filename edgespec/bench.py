@@ -127,6 +127,8 @@ class BenchReport:
     """Verification cost by batch size, in single-step units."""
     draft_cost: float | None = None
     """The draft's cost per token, in target single-step units."""
+    mtp_cost: float | None = None
+    """A step of the target's own MTP layers, in target single-step units; None without them."""
 
 
 def load_prompts(categories: Sequence[str] = ()) -> list[BenchPrompt]:
@@ -154,6 +156,8 @@ def run_bench(
     report = BenchReport(cost_curve=costs.relative(), exact=pair.exact)
     if costs.draft_s is not None:
         report.draft_cost = round(costs.draft_s / costs.verify(1), 3)
+    if (mtp := costs.drafting("mtp")) is not None:
+        report.mtp_cost = round(mtp.step_s / costs.verify(1), 3)
     order = list(strategies)
     for _ in range(repeats):
         for prompt in prompts:

@@ -26,6 +26,10 @@ class LlamaError(EdgespecError):
     """llama.cpp reported a failure (decode, cache removal, context creation)."""
 
 
+class MtpUnavailableError(LlamaError):
+    """A target's MTP layers cannot be used: it has none, or this llama-cpp-python cannot drive them."""
+
+
 class NotExactError(EdgespecError):
     """Batched verification cannot compute the same bits as single steps here (exact mode)."""
 

@@ -20,10 +20,11 @@ from edgespec import exactness, toolcalls
 from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
 from edgespec.engine import Engine, Planner, Step
-from edgespec.errors import InvalidParameterError
+from edgespec.errors import InvalidParameterError, MtpUnavailableError
 from edgespec.grammar import FREE, Grammar, Matcher
-from edgespec.llama import Context, Model, set_tiled_matmul
+from edgespec.llama import Context, HiddenRows, Model, MtpContext, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
+from edgespec.mtp import MtpDraft
 from edgespec.options import DRAFT_LIMIT, STRATEGIES, GenerationOptions, check
 from edgespec.planner import AutoPlanner
 from edgespec.prompts import Prompt, Prompter
@@ -249,14 +250,13 @@ class Pair:
         self.batch_cap = _batch_cap(self.target_ctx, n_gpu_layers, longest) if exact else None
         """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
         self.lookup = PromptLookup()
-        self.draft_model: DraftModel | None = None
-        if self.draft is not None:
-            draft_ctx = Context(self.draft, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
-            self.draft_model = DraftModel(draft_ctx, self.target.n_vocab, p_min)
+        self.draft_model = _draft_model(self.draft, self.target_ctx, p_min)
+        self.mtp_draft, no_mtp = _mtp_draft(self.target_ctx, p_min)  # the target's own MTP layers
+        self._drafters = [d for d in (self.draft_model, self.mtp_draft) if d is not None]
         self.max_draft = max_draft
         self.prompter = Prompter(self.target)
         """Renders and tokenizes prompts with the target's chat template and vocabulary."""
-        self.planners = Planners(self.lookup, self.draft_model, self._build_auto)
+        self.planners = Planners(self.lookup, self.draft_model, self._build_auto, self.mtp_draft, no_mtp)
         """The planner behind each strategy name (``auto``'s built on first use)."""
 
     @property
@@ -270,9 +270,10 @@ class Pair:
 
     def _build_auto(self, refresh: bool) -> AutoPlanner:
         draft_ctx = self.draft_model.ctx if self.draft_model else None
-        costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh)
+        mtp_ctx = self.mtp_draft.ctx if self.mtp_draft else None
+        costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh, mtp_ctx)
         self.reset()  # measuring used the caches
-        return AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
+        return AutoPlanner(costs, self.lookup, self._drafters, self.max_draft)
 
     def check_strategy(self, strategy: str) -> None:
         """Raise :class:`InvalidParameterError` unless this pair can run ``strategy``."""
@@ -329,15 +330,15 @@ class Pair:
         With ``forget_earlier``, lookups also forget the prompts and replies of earlier requests,
         so that the next generation copies from nothing but its own text (benchmarks)."""
         self.engine.reset()
-        if self.draft_model:
-            self.draft_model.reset()
+        for drafter in self._drafters:
+            drafter.reset()
         if forget_earlier:
             self.lookup.reset()
 
     def close(self) -> None:
         """Free contexts, then models."""
-        if self.draft_model:
-            self.draft_model.ctx.close()
+        for drafter in self._drafters:
+            drafter.ctx.close()
         self.target_ctx.close()
         if self.draft:
             self.draft.close()
@@ -370,12 +371,34 @@ def _open_models(
         logger.warning(
             "exact mode: ggml's tiled matmul was already on in this process; batches are capped lower"
         )
-    target_model = Model(target, n_gpu_layers=n_gpu_layers, **(exactness.MODEL_OPTIONS if exact else {}))
+    options = exactness.MODEL_OPTIONS if exact else {}
+    target_model = Model(target, n_gpu_layers=n_gpu_layers, load_mtp=True, **options)
     if draft is None:
         return target_model, None
     draft_model = Model(draft, n_gpu_layers=n_gpu_layers)
     check_compatible(target_model, draft_model)
     return target_model, draft_model
+
+
+def _draft_model(draft: Model | None, target_ctx: Context, p_min: float) -> DraftModel | None:
+    """The draft model with a context like the target's, or None without one."""
+    if draft is None:
+        return None
+    ctx = Context(draft, n_ctx=target_ctx.n_ctx, n_batch=target_ctx.n_batch, n_threads=target_ctx.n_threads)
+    return DraftModel(ctx, target_ctx.model.n_vocab, p_min)
+
+
+def _mtp_draft(target_ctx: Context, p_min: float) -> tuple[MtpDraft | None, str]:
+    """The target's MTP layers as a drafter, or None and why not."""
+    model = target_ctx.model
+    if not model.n_layer_nextn:
+        return None, f"{model.path.name} has none"
+    try:
+        mtp_ctx = MtpContext(target_ctx)
+        return MtpDraft(mtp_ctx, HiddenRows(target_ctx), p_min), ""
+    except MtpUnavailableError as exc:
+        logger.warning("%s: its MTP layers go unused: %s", model.path.name, exc)
+        return None, str(exc)
 
 
 def _batch_cap(target_ctx: Context, n_gpu_layers: int, max_n: int) -> int:

@@ -25,8 +25,9 @@ from edgespec.constraint import Constraint
 from edgespec.errors import InvalidParameterError
 from edgespec.tools import Tools
 
-STRATEGIES = ("auto", "draft", "lookup", "none")
-"""auto: plan each step by measured cost; draft/lookup: always that proposer; none: the target alone."""
+STRATEGIES = ("auto", "draft", "mtp", "lookup", "none")
+"""auto: plan each step by measured cost; draft/mtp/lookup: always that proposer (mtp: the target's
+own MTP layers); none: the target alone."""
 
 DRAFT_LIMIT = 63
 """The most tokens one step may guess: with the pending token, a verification batch of 64."""
@@ -142,8 +143,8 @@ class GenerationOptions:
         "auto",
         Rule(
             str,
-            "auto: plan each step by measured cost; draft/lookup: always that proposer; "
-            "none: the target alone.",
+            "auto: plan each step by measured cost; draft/mtp/lookup: always that proposer "
+            "(mtp: the target's own MTP layers); none: the target alone.",
             choices=STRATEGIES,
             flag="strategy",
         ),

@@ -11,6 +11,7 @@ tokens, steps, guesses and sources on every run, so any difference between two c
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -38,13 +39,20 @@ class ModelTimePlanner(AutoPlanner):
         super().observe(proposal, n_accepted, 0.0, self.costs.verify(len(proposal.tokens) + 1))
 
 
+def drafters(pair: Pair) -> Any:
+    """The planner's drafters as this checkout takes them: a list, or (before MTP) the draft model."""
+    if "drafters" in inspect.signature(AutoPlanner).parameters:
+        return [pair.draft_model]
+    return pair.draft_model
+
+
 def replay(pair: Pair) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for prompt in PROMPTS:
         for strategy in ("none", "draft", "lookup", "auto"):
             pair.reset(forget_earlier=True)
             if strategy == "auto":
-                planner = ModelTimePlanner(CostModel(dict(FLAT), 0.3), pair.lookup, pair.draft_model, 8)
+                planner = ModelTimePlanner(CostModel(dict(FLAT), 0.3), pair.lookup, drafters(pair), 8)
                 result = pair.generate(prompt, max_tokens=96, temperature=0, max_draft=8, planner=planner)
             else:
                 result = pair.generate(prompt, max_tokens=96, temperature=0, max_draft=8, strategy=strategy)

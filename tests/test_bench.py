@@ -121,6 +121,23 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "poetry: no such category" in unknown.stderr
 
 
+def test_cli_bench_runs_what_the_pair_can(tiny: dict[str, Path]) -> None:
+    """Without --strategies: every strategy the pair can run; a target with MTP layers and no draft
+    runs mtp and not draft, and the report says what an MTP step costs."""
+    target = str(tiny["qwen35-mtp-agree-target"])
+    args = ["--target", target, "--categories", "chat", "--max-tokens", "8", "--threads", "1", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgespec", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {s["strategy"] for s in report["summaries"]} == {"none", "auto", "mtp", "lookup"}
+    assert report["mtp_cost"] > 0 and report["draft_cost"] is None
+
+
 def test_no_run_copies_from_an_earlier_run(tiny: dict[str, Path]) -> None:
     # The lookup remembers earlier requests; in the bench, the answer `none` just gave to the same
     # prompt would be copied whole and inflate the strategies run after it.

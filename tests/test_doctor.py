@@ -125,9 +125,9 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     seen: list[tuple[str, int]] = []
     real_init = Model.__init__
 
-    def init(self: Model, path: str | Path, *, n_gpu_layers: int = 0, repack: bool = True) -> None:
+    def init(self: Model, path: str | Path, *, n_gpu_layers: int = 0, **options: bool) -> None:
         seen.append((Path(path).name, n_gpu_layers))
-        real_init(self, path, n_gpu_layers=n_gpu_layers, repack=repack)
+        real_init(self, path, n_gpu_layers=n_gpu_layers, **options)
 
     monkeypatch.setattr(Model, "__init__", init)
     return seen

@@ -15,7 +15,8 @@ from edgespec.forcing import forced_lead
 from edgespec.grammar import FREE, Matcher
 from edgespec.llama import Context, Model
 from edgespec.planner import AutoPlanner
-from edgespec.proposers import DraftModel, PromptLookup
+from edgespec.plans import join
+from edgespec.proposers import DraftModel, PromptLookup, Proposal
 from edgespec.sampling import SamplingParams
 
 KEYS = Constraint.grammar('start: "{\\"alpha\\": " /[0-9]+/ ", \\"beta\\": " /[0-9]+/ "}"')
@@ -50,17 +51,25 @@ def test_forced_tokens_are_taken_where_their_rows_pay(target: Model) -> None:
 def test_auto_puts_forced_tokens_first_and_weighs_the_rest_after_them(target: Model) -> None:
     history = [1, 2, 3]
     params = _params(target, history)
-    planner = AutoPlanner(CostModel(dict(FLAT.verify_s), FLAT.draft_s), PromptLookup(), None)
+    planner = AutoPlanner(CostModel(dict(FLAT.verify_s), FLAT.draft_s), PromptLookup())
     planner.begin()
     planner.propose(history, 20, params, np.random.default_rng(0))  # the first step: the target alone
     proposal = planner.propose(history, 20, params, np.random.default_rng(0))
     assert proposal.source.startswith("grammar")
     n = len(target.tokenize('{"alpha": ', add_special=False))
     assert proposal.forced[:n] == [True] * n
-    # Forced rows teach the draft's calibration nothing: they were never the draft's guesses.
-    before = planner.confidence.tried_all
-    planner.observe(proposal, len(proposal.tokens), 0.0, 0.1)
-    assert planner.confidence.tried_all == pytest.approx(before * 0.998)  # aged, nothing observed
+
+
+def test_forced_rows_teach_a_drafters_calibration_nothing() -> None:
+    """Forced tokens continued by the draft: only the draft's own guesses are calibrated."""
+    from test_planner import FakeDraft
+
+    planner = AutoPlanner(CostModel(dict(FLAT.verify_s), FLAT.draft_s), PromptLookup(), [FakeDraft()])
+    forced = Proposal([5, 6, 7], "grammar", None, [1.0] * 3, [0] * 3, [True] * 3)
+    proposal = join(forced, Proposal([8, 9], "draft", None, [0.9, 0.9], [0, 0]))
+    assert proposal.source == "grammar+draft"
+    planner.observe(proposal, 5, 0.0, 0.1)
+    assert round(planner.drafters[0].confidence.tried_all) == 2  # the two drafted rows, not the forced
 
 
 def test_the_draft_takes_forced_tokens_without_drafting_them(tiny: dict[str, Path], target: Model) -> None:
@@ -86,3 +95,21 @@ def test_the_draft_takes_forced_tokens_without_drafting_them(tiny: dict[str, Pat
     finally:
         ctx.close()
         draft_model.close()
+
+
+def test_forced_tokens_are_not_continued_by_a_drafter_that_reads_only_verified_text(target: Model) -> None:
+    """The MTP layers read each token with the target's hidden row: after forced tokens the target
+    has not decoded yet they have none, so auto lets only drafters that can continue copies go on."""
+    from test_planner import FakeDraft
+
+    history = [1, 2, 3]
+    params = _params(target, history)
+    costs = CostModel(dict(FLAT.verify_s), mtp_batch_s={1: 0.001, 8: 0.002})
+    for continues in (False, True):  # the control: a drafter that may continue them does
+        mtp = FakeDraft(confidence=(0.99,) * 64, name="mtp", continues_copies=continues)
+        planner = AutoPlanner(costs, PromptLookup(), [mtp])
+        planner.begin()
+        planner.propose(history, 20, params, np.random.default_rng(0))  # the first step: the target alone
+        proposal = planner.propose(history, 20, params, np.random.default_rng(0))
+        assert proposal.source.startswith("grammar")
+        assert ("mtp" in proposal.source.split("+")) == continues, proposal.source

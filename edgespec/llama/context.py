@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import llama_cpp as C
@@ -71,6 +72,17 @@ def _batch(n: int) -> Any:
     return batch
 
 
+DecodeHook = Callable[["Context", int, int], None]
+_DECODE_HOOKS: weakref.WeakKeyDictionary[Context, DecodeHook] = weakref.WeakKeyDictionary()
+
+
+def on_decode(ctx: Context, hook: DecodeHook) -> None:
+    """Call ``hook(ctx, pos, n)`` after each chunk of ``n`` tokens at ``pos`` that ``ctx`` decodes,
+    while llama.cpp's outputs of that chunk are readable (:class:`~edgespec.llama.HiddenRows` keeps
+    the target's hidden rows so)."""
+    _DECODE_HOOKS[ctx] = hook
+
+
 def _decode_chunk(ctx: Context, tokens: Sequence[int], pos: int, first_out: int) -> int:
     """One ``llama_decode`` of at most ``n_batch`` tokens, logits from row ``first_out`` on."""
     batch = ctx._batch
@@ -79,7 +91,11 @@ def _decode_chunk(ctx: Context, tokens: Sequence[int], pos: int, first_out: int)
         batch.pos[i] = pos + i
         batch.logits[i] = i >= first_out
     batch.n_tokens = len(tokens)
-    return int(C.llama_decode(ctx._ptr, batch))
+    ret = int(C.llama_decode(ctx._ptr, batch))
+    hook = _DECODE_HOOKS.get(ctx)
+    if ret == 0 and hook is not None:
+        hook(ctx, pos, len(tokens))
+    return ret
 
 
 def save_state(ctx: Context, partial: bool = False) -> bytes:

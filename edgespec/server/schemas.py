@@ -14,7 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema
 from edgespec.messages import JSON_SCHEMA
 from edgespec.options import DRAFT_LIMIT, STRATEGIES
 
-Strategy = Literal["auto", "draft", "lookup", "none"]
+Strategy = Literal["auto", "draft", "mtp", "lookup", "none"]
 assert set(get_args(Strategy)) == set(STRATEGIES)
 
 MAX_STOP = 16
@@ -73,8 +73,8 @@ class GenerationRequest(BaseModel):
     stream_options: StreamOptions | None = None
     strategy: Strategy | None = Field(
         None,
-        description="Extension: auto plans each step by measured cost; draft/lookup always guess "
-        "with that proposer; none runs the target alone.",
+        description="Extension: auto plans each step by measured cost; draft/mtp/lookup always guess "
+        "with that proposer (mtp: the target's own MTP layers); none runs the target alone.",
     )
     response_format: ResponseFormat | None = Field(
         None, description="json_object or json_schema: the reply is JSON (under the schema), always."
