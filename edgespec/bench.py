@@ -15,6 +15,7 @@ from importlib import resources
 
 import numpy as np
 
+from edgespec.constraint import Constraint
 from edgespec.generate import Pair, Prompt
 
 if sys.version_info >= (3, 11):
@@ -37,6 +38,13 @@ class BenchPrompt:
     text: str
     raw: bool = False
     """The text is the prompt as it is (a completion), not a user message under the chat template."""
+    schema: str | None = None
+    """A JSON schema the reply is generated under (structured extraction), or None."""
+
+    @property
+    def constraint(self) -> Constraint | None:
+        """The constraint of every run of this prompt."""
+        return None if self.schema is None else Constraint.json_schema(self.schema)
 
     @property
     def prompt(self) -> Prompt:
@@ -61,6 +69,11 @@ class Run:
     drafted_by_position: list[int]
     accepted_by_position: list[int]
     steps_by_source: dict[str, int]
+    mask_seconds: float = 0.0
+    """Under a constraint: seconds masking the verified rows."""
+    masked_rows: int = 0
+    grammar_seconds: float = 0.0
+    """Under a constraint: seconds following it and looking ahead for proposers."""
 
 
 @dataclass
@@ -78,6 +91,12 @@ class Summary:
     mean_accepted_per_step: float
     ttft_seconds: float
     """Mean time to first token."""
+    mask_us_per_row: float = 0.0
+    """Under a constraint: microseconds masking one verified row."""
+    grammar_us_per_step: float = 0.0
+    """Under a constraint: microseconds it costs a step (masks, following it, looking ahead)."""
+    grammar_share: float = 0.0
+    """Under a constraint: the share of decode time spent on it (masks, following, looking ahead)."""
 
 
 @dataclass
@@ -108,13 +127,15 @@ class BenchReport:
     """Verification cost by batch size, in single-step units."""
     draft_cost: float | None = None
     """The draft's cost per token, in target single-step units."""
+    mtp_cost: float | None = None
+    """A step of the target's own MTP layers, in target single-step units; None without them."""
 
 
 def load_prompts(categories: Sequence[str] = ()) -> list[BenchPrompt]:
     """The shipped prompt set, optionally only some categories."""
     text = resources.files("edgespec").joinpath("prompts/bench.toml").read_text("utf-8")
     prompts = [
-        BenchPrompt(p["category"], p["id"], p["text"], p.get("raw", False))
+        BenchPrompt(p["category"], p["id"], p["text"], p.get("raw", False), p.get("schema"))
         for p in tomllib.loads(text)["prompt"]
     ]
     return [p for p in prompts if not categories or p.category in categories]
@@ -135,6 +156,8 @@ def run_bench(
     report = BenchReport(cost_curve=costs.relative(), exact=pair.exact)
     if costs.draft_s is not None:
         report.draft_cost = round(costs.draft_s / costs.verify(1), 3)
+    if (mtp := costs.drafting("mtp")) is not None:
+        report.mtp_cost = round(mtp.step_s / costs.verify(1), 3)
     order = list(strategies)
     for _ in range(repeats):
         for prompt in prompts:
@@ -144,7 +167,11 @@ def run_bench(
                 # otherwise be in the lookup's memory of earlier requests.
                 pair.reset(forget_earlier=True)
                 result = pair.generate(
-                    prompt.prompt, max_tokens=max_tokens, temperature=0.0, strategy=strategy
+                    prompt.prompt,
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    strategy=strategy,
+                    constraint=prompt.constraint,
                 )
                 s = result.stats
                 run = Run(
@@ -161,6 +188,9 @@ def run_bench(
                     list(s.drafted_by_position),
                     list(s.accepted_by_position),
                     dict(s.steps_by_source),
+                    s.mask_seconds,
+                    s.masked_rows,
+                    s.grammar_seconds,
                 )
                 report.runs.append(run)
                 if progress:
@@ -227,9 +257,21 @@ def summarise(runs: Sequence[Run]) -> list[Summary]:
                     round(accepted / drafted, 3) if drafted else 0.0,
                     round(accepted / steps, 3) if steps else 0.0,
                     round(sum(r.ttft_seconds for r in rs) / len(rs), 4) if rs else 0.0,
+                    *_grammar_costs(rs),
                 )
             )
     return out
+
+
+def _grammar_costs(runs: Sequence[Run]) -> tuple[float, float, float]:
+    """Microseconds a masked row and a step, and the constraint's share of the decode time."""
+    rows, steps = sum(r.masked_rows for r in runs), sum(r.steps for r in runs)
+    seconds = sum(r.decode_seconds for r in runs)
+    spent = sum(r.mask_seconds + r.grammar_seconds for r in runs)
+    if not rows:
+        return 0.0, 0.0, 0.0
+    per_row = sum(r.mask_seconds for r in runs) / rows * 1e6
+    return round(per_row, 1), round(spent / steps * 1e6, 1), round(spent / seconds, 4)
 
 
 def _tps(runs: Sequence[Run]) -> float:

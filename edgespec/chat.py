@@ -20,6 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edgespec.errors import TemplateError
 from edgespec.messages import check_messages
+from edgespec.tools import template_messages
 
 Message = Mapping[str, Any]
 """A chat message: ``{"role": "user", "content": "Hi"}``; :mod:`edgespec.messages` has the rules."""
@@ -63,20 +64,22 @@ def render(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """Render ``messages`` with a jinja chat template, ready for the assistant's reply.
+    """Render ``messages`` with a jinja chat template, ready for the assistant's reply; ``tools``
+    (OpenAI's tool objects) go to the template's ``tools`` variable.
 
     Messages OpenAI's API would refuse raise :class:`~edgespec.errors.MessageError`; a template
     that fails, or reaches for Python internals, raises :class:`TemplateError`.
     """
-    checked = check_messages(messages)
+    checked = template_messages(check_messages(messages))
     try:
         return _compile(template).render(
             messages=checked,
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
-            tools=None,
+            tools=list(tools) if tools else None,
         )
     except TemplateError:
         raise

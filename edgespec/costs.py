@@ -10,11 +10,24 @@ back where llama.cpp cannot (measured as part of the batch), and restoring it af
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from edgespec.options import DRAFT_LIMIT
+
+
+class DraftCost(NamedTuple):
+    """What one drafter costs on this device."""
+
+    step_s: float
+    """Seconds per drafted guess after the first."""
+    batch_s: Callable[[int], float]
+    """Seconds to decode a batch of n tokens: catching up, with the first guess."""
+    rewind_s: float = 0.0
+    """Seconds a step spends saving and restoring its recurrent state."""
 
 
 @dataclass
@@ -34,6 +47,9 @@ class CostModel:
     """The most guesses the target's cache drops with no restore (None: any number, a KV cache)."""
     draft_rewind_s: float = 0.0
     """Seconds a recurrent draft spends saving its state before drafting and restoring it after."""
+    mtp_batch_s: dict[int, float] = field(default_factory=dict)
+    """The target's MTP layers: seconds to read n tokens and guess after the last, by n (1 is one
+    drafting step); empty without them."""
     _curve: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def verify(self, n: int) -> float:
@@ -67,6 +83,14 @@ class CostModel:
         if len(self.draft_batch_s) > 1:
             return CostModel(self.draft_batch_s).verify(n)
         return self.draft_s * self.verify(n) / self.verify(1)
+
+    def drafting(self, name: str) -> DraftCost | None:
+        """What the drafter ``name`` costs; None where it was not measured."""
+        if name == "draft" and self.draft_s is not None:
+            return DraftCost(self.draft_s, self.draft_batch, self.draft_rewind_s)
+        if name == "mtp" and 1 in self.mtp_batch_s:
+            return DraftCost(self.mtp_batch_s[1], CostModel(self.mtp_batch_s).verify)
+        return None
 
     def observe(self, n: int, seconds: float, weight: float = 0.1) -> None:
         """Fold a timing seen during generation into the curve (an exponential moving average), so

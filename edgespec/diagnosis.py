@@ -1,8 +1,9 @@
 """What this device and this pair can do, and why, as data (``edgespec doctor`` renders it).
 
 llama.cpp's build (backends, CPU features, GPU offload), threads, memory against the pair's size,
-the draft's compatibility with the target, the measured costs with a :mod:`~edgespec.forecast` of
-what each proposer can reach here, and whether exact mode (``--exact``) holds here.
+the draft's compatibility with the target, the target's MTP layers, the measured costs with a
+:mod:`~edgespec.forecast` of what each proposer can reach here, and whether exact mode (``--exact``)
+holds here.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class Loaded:
     """The target's ``general.architecture`` (``qwen2``, ``qwen35``, ``lfm2``...)."""
     rewind: str
     """How the target's cache is cut back after a rejected guess (:attr:`edgespec.llama.Context.rewind`)."""
+    mtp_layers: int = 0
+    """The target's MTP (NextN) layers."""
+    mtp_unusable: str | None = None
+    """Why the target's MTP layers cannot draft here (this llama-cpp-python); None when they can or
+    there are none."""
 
 
 @dataclass(frozen=True)
@@ -223,9 +229,12 @@ def load(target: Path, draft: Path | None, threads: int | None, n_gpu_layers: in
                 t = pair.target_ctx
                 context = Context(draft_model, n_ctx=t.n_ctx, n_batch=t.n_batch, n_threads=t.n_threads)
                 draft_ctx = held.enter_context(closing(context))
-        costs = device_costs(pair.target_ctx, draft_ctx, n_gpu_layers)
-        arch, rewind = pair.target.arch, pair.target_ctx.rewind
-    return Loaded(why, weight_buffers(log), offloaded_layers(log), costs, forecast(costs), arch, rewind)
+        mtp_ctx = pair.mtp_draft.ctx if pair.mtp_draft else None
+        costs = device_costs(pair.target_ctx, draft_ctx, n_gpu_layers, mtp=mtp_ctx)
+        arch, rewind, n_mtp = pair.target.arch, pair.target_ctx.rewind, pair.target.n_layer_nextn
+        unusable = pair.planners.no_mtp if n_mtp and mtp_ctx is None else None
+    buffers, layers = weight_buffers(log), offloaded_layers(log)
+    return Loaded(why, buffers, layers, costs, forecast(costs), arch, rewind, n_mtp, unusable)
 
 
 def exact_check(target: Path, threads: int | None, n_gpu_layers: int) -> ExactCheck:

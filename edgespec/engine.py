@@ -107,7 +107,9 @@ class Engine:
     ) -> Iterator[Step]:
         """Generate until ``max_new`` tokens or a full context; the caller stops at EOS.
 
-        No batch is longer than ``max_draft + 1`` tokens, pending ones included."""
+        No batch is longer than ``max_draft + 1`` tokens, pending ones included. Under a
+        constraint (``params.grammar``) every verified row is masked by it before verifying, so
+        the target's distribution is the masked one, and the grammar follows the history."""
         history, target = self.history, self.target
         planner.begin()
         while max_new > 0 and len(history) <= target.n_ctx:
@@ -118,10 +120,12 @@ class Engine:
             t1 = perf_counter()
             rows = len(proposal.tokens) + 1
             logits = target.decode([*pending, *proposal.tokens], target.n_past, rows)
+            logits = params.grammar.mask(logits, proposal.tokens)  # the target's constrained rows
             n_accepted, token = verify(logits, proposal.tokens, proposal.q, params, rng)
             target.truncate(len(history) + n_accepted)
             accepted = [*proposal.tokens[:n_accepted], token]
             history.extend(accepted)
+            params.grammar.advance(accepted)
             max_new -= len(accepted)
             planner.observe(proposal, n_accepted, t1 - t0, perf_counter() - t1)
             yield Step(accepted, proposal, n_accepted)

@@ -26,6 +26,10 @@ class LlamaError(EdgespecError):
     """llama.cpp reported a failure (decode, cache removal, context creation)."""
 
 
+class MtpUnavailableError(LlamaError):
+    """A target's MTP layers cannot be used: it has none, or this llama-cpp-python cannot drive them."""
+
+
 class NotExactError(EdgespecError):
     """Batched verification cannot compute the same bits as single steps here (exact mode)."""
 
@@ -56,6 +60,16 @@ class MessageError(InvalidParameterError):
         super().__init__(f"{param}: {problem}")
         self.param = param
         self.code = code
+
+
+class ConstraintError(InvalidParameterError):
+    """A constraint on the output (a JSON schema, a regular expression, a grammar, tools) that is
+    malformed or asks for what the constraint library cannot do. ``param`` names the field of a
+    request it came from, when there is one (``response_format.json_schema.schema``)."""
+
+    def __init__(self, problem: str, param: str | None = None) -> None:
+        super().__init__(f"{param}: {problem}" if param else problem)
+        self.param = param
 
 
 class TemplateError(EdgespecError):

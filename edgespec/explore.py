@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgespec.calibration import Calibration, expected_tokens
-from edgespec.costs import CostModel
-from edgespec.plans import Option, Weighing, copied
-from edgespec.proposers import DraftModel, Proposal
+from edgespec.plans import Drafter, Option, Weighing, copied
+from edgespec.proposers import Proposal
 
 EXPLORE_SHARE = 0.01  # of the time spent, what trying options the estimates rule out may add
 EXPLORE_K = 2  # guesses such a try makes
@@ -21,17 +20,13 @@ class Explorer:
     """Pays for tries from a budget of :data:`EXPLORE_SHARE` of the time spent.
 
     What a try is expected to lose against the best option, in seconds at the step's rate and with
-    the draft's catching up charged in full, is paid from the budget; the option with the least
+    a drafter's catching up charged in full, is paid from the budget; the option with the least
     recent evidence goes first.
     """
 
-    def __init__(
-        self, costs: CostModel, draft: DraftModel | None, confidence: Calibration, copies: Calibration
-    ) -> None:
-        self.costs = costs
-        self.draft = draft
-        """The planner's draft model: None without one or without its measured cost."""
-        self.confidence = confidence
+    def __init__(self, drafters: Sequence[Drafter], copies: Calibration) -> None:
+        self.drafters = drafters
+        """The planner's drafters (those with a measured cost)."""
         self.copies = copies
         self.budget = 0.0
         """Seconds tries may still lose."""
@@ -45,16 +40,16 @@ class Explorer:
         if k <= 0:
             return None
         choices: list[tuple[float, float, str]] = []  # (evidence, expected loss in guesses, source)
-        if self.draft is not None and self.costs.draft_s is not None and best.source != "draft":
-            catch_up = self.costs.draft_batch(self.draft.lag(history))
-            seconds = float(w.curve[k]) + catch_up + self.costs.draft_s * (k - 1)
-            tokens = expected_tokens(np.full(k, w.pooled))[k]
-            choices.append((self.confidence.tried_all, best.value - tokens + w.rate * seconds, "draft"))
+        for d in self.drafters:
+            if d.name != best.source:
+                seconds = float(w.curve[k]) + d.batch_s(d.proposer.lag(history)) + d.step_s * (k - 1)
+                tokens = expected_tokens(np.full(k, d.pooled()))[k]
+                choices.append((d.confidence.tried_all, best.value - tokens + w.rate * seconds, d.name))
         if copy.tokens and best.source != "lookup":
-            k = min(k, len(copy.tokens))
-            tokens = expected_tokens(self.copies.rates(copy.match[:k]))[k]
+            n = min(k, len(copy.tokens))
+            tokens = expected_tokens(self.copies.rates(copy.match[:n]))[n]
             choices.append(
-                (self.copies.tried_all, best.value - tokens + w.rate * float(w.curve[k]), "lookup")
+                (self.copies.tried_all, best.value - tokens + w.rate * float(w.curve[n]), "lookup")
             )
         if not choices:
             return None
@@ -64,6 +59,6 @@ class Explorer:
             return None
         self.budget -= loss_s
         if source == "lookup":
-            return copied(copy, k)
-        assert self.draft is not None
-        return self.draft.propose(history, k, w.params, w.rng, lambda i, top: k)
+            return copied(copy, min(k, len(copy.tokens)))
+        drafter = next(d for d in self.drafters if d.name == source)
+        return drafter.proposer.propose(history, k, w.params, w.rng, lambda i, top: k)

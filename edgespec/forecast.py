@@ -1,5 +1,6 @@
 """What speculation can gain on this device, from its measured costs: the best speed-up a copy can
-reach (lookup), and a draft model's at a typical and at a perfect acceptance.
+reach (lookup), a draft model's at a typical and at a perfect acceptance, and the target's own MTP
+layers' at a typical acceptance.
 
 One formula, the planner's: a step of k guesses yields ``expected_tokens(rates)[k]`` tokens (see
 :mod:`edgespec.calibration`) in ``curve[k]`` seconds of verification (see :mod:`edgespec.costs`)
@@ -48,6 +49,8 @@ class Forecast:
     draft_perfect: Speedup | None
     """The draft model if every guess were kept."""
     acceptance: float = TYPICAL_ACCEPTANCE
+    mtp_typical: Speedup | None = None
+    """The target's own MTP layers at :attr:`acceptance`; None without them."""
 
 
 def speedups(costs: CostModel, rates: np.ndarray, drafting_s: np.ndarray) -> np.ndarray:
@@ -60,16 +63,19 @@ def speedups(costs: CostModel, rates: np.ndarray, drafting_s: np.ndarray) -> np.
     return result
 
 
-def drafting_s(costs: CostModel, rates: np.ndarray) -> np.ndarray:
-    """Seconds the draft model takes to propose k = 0..len(rates) guesses, step after step.
+def drafting_s(costs: CostModel, rates: np.ndarray, drafter: str = "draft") -> np.ndarray:
+    """Seconds the draft model (or another ``drafter``: ``mtp``) takes to propose k = 0..len(rates)
+    guesses, step after step.
 
     As the planner charges it: the first guess comes with catching up (its last guess and the
     target's token when every guess was kept, the target's correction otherwise), each further
     one is a draft step."""
-    assert costs.draft_s is not None
+    cost = costs.drafting(drafter)
+    assert cost is not None
     all_kept = np.cumprod(rates)  # the previous step's k guesses were all kept
-    catch_up = all_kept * catch_up_s(costs, 2) + (1 - all_kept) * catch_up_s(costs, 1)
-    return np.concatenate(([0.0], catch_up + costs.draft_s * np.arange(len(rates))))
+    batch, rewind = cost.batch_s, cost.rewind_s
+    catch_up = all_kept * catch_up_s(batch, 2, rewind) + (1 - all_kept) * catch_up_s(batch, 1, rewind)
+    return np.concatenate(([0.0], catch_up + cost.step_s * np.arange(len(rates))))
 
 
 def _best(speed: np.ndarray) -> Speedup:
@@ -83,16 +89,24 @@ def lookup_ceiling(costs: CostModel, k_max: int = DRAFT_LIMIT) -> Speedup:
     return _best(speedups(costs, np.ones(k_max), np.zeros(k_max + 1)))
 
 
-def draft_speedup(costs: CostModel, acceptance: float, k_max: int = DRAFT_LIMIT) -> Speedup:
-    """The best speed-up of the draft model guessing k tokens a step, each kept at ``acceptance``."""
+def draft_speedup(
+    costs: CostModel, acceptance: float, k_max: int = DRAFT_LIMIT, drafter: str = "draft"
+) -> Speedup:
+    """The best speed-up of the draft model (or another ``drafter``) guessing k tokens a step, each
+    kept at ``acceptance``."""
     rates = np.full(k_max, acceptance)
-    return _best(speedups(costs, rates, drafting_s(costs, rates)))
+    return _best(speedups(costs, rates, drafting_s(costs, rates, drafter)))
 
 
 def forecast(costs: CostModel) -> Forecast:
-    """What lookup and the draft model (when ``costs`` has one) can reach on this device."""
+    """What lookup, the draft model and the target's MTP layers (those ``costs`` has) can reach on
+    this device."""
+    mtp = draft_speedup(costs, TYPICAL_ACCEPTANCE, drafter="mtp") if costs.drafting("mtp") else None
     if costs.draft_s is None:
-        return Forecast(lookup_ceiling(costs), None, None)
+        return Forecast(lookup_ceiling(costs), None, None, mtp_typical=mtp)
     return Forecast(
-        lookup_ceiling(costs), draft_speedup(costs, TYPICAL_ACCEPTANCE), draft_speedup(costs, 1.0)
+        lookup_ceiling(costs),
+        draft_speedup(costs, TYPICAL_ACCEPTANCE),
+        draft_speedup(costs, 1.0),
+        mtp_typical=mtp,
     )

@@ -18,10 +18,11 @@ from edgespec.aio import AsyncGeneration
 from edgespec.compat import check_compatible
 from edgespec.costs import CostModel
 from edgespec.engine import Engine
-from edgespec.errors import InvalidParameterError
+from edgespec.errors import InvalidParameterError, MtpUnavailableError
 from edgespec.generation import Generation, Result, TokenEvent
-from edgespec.llama import Context, Model, set_tiled_matmul
+from edgespec.llama import Context, HiddenRows, Model, MtpContext, set_tiled_matmul
 from edgespec.measure import device_costs, exact_cap
+from edgespec.mtp import MtpDraft
 from edgespec.options import STRATEGIES, GenerationOptions, check
 from edgespec.planner import AutoPlanner
 from edgespec.prompts import Prompt, Prompter
@@ -104,15 +105,16 @@ class Pair(Streaming):
         self.batch_cap = _batch_cap(self.target_ctx, n_gpu_layers, longest, progress) if exact else None
         """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
         self.lookup = PromptLookup()
-        self.draft_model: DraftModel | None = None
-        if self.draft is not None:
-            draft_ctx = Context(self.draft, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
-            self.draft_model = DraftModel(draft_ctx, self.target.n_vocab, p_min)
+        self.draft_model = _draft_model(self.draft, self.target_ctx, p_min)
+        self.mtp_draft, no_mtp = _mtp_draft(self.target_ctx, p_min)  # the target's own MTP layers
+        self._drafters = [d for d in (self.draft_model, self.mtp_draft) if d is not None]
         self.max_draft = max_draft
         self.prompter = Prompter(self.target)
-        self.planners = Planners(self.lookup, self.draft_model, self._build_auto)
+        self.planners = Planners(self.lookup, self.draft_model, self._build_auto, self.mtp_draft, no_mtp)
         self.access = PairAccess([self.target_ctx, *([self.draft_model.ctx] if self.draft_model else [])])
-        self.sessions = Sessions(self.engine, self.draft_model, self.access)
+        # The MTP layers' cache is not saved with a session: it reads a restored one again.
+        unsaved = [self.mtp_draft] if self.mtp_draft else []
+        self.sessions = Sessions(self.engine, self.draft_model, self.access, unsaved=unsaved)
 
     @property
     def n_ctx(self) -> int:
@@ -126,10 +128,13 @@ class Pair(Streaming):
 
     def _build_auto(self, refresh: bool) -> AutoPlanner:
         draft_ctx = self.draft_model.ctx if self.draft_model else None
+        mtp_ctx = self.mtp_draft.ctx if self.mtp_draft else None
         self.sessions.switch(None)  # measuring uses the caches: set aside the session they hold
-        costs = device_costs(self.target_ctx, draft_ctx, self.n_gpu_layers, refresh, _stage(self.progress))
+        costs = device_costs(
+            self.target_ctx, draft_ctx, self.n_gpu_layers, refresh, mtp_ctx, _stage(self.progress)
+        )
         self._clear()
-        return AutoPlanner(costs, self.lookup, self.draft_model, self.max_draft)
+        return AutoPlanner(costs, self.lookup, self._drafters, self.max_draft)
 
     def check_strategy(self, strategy: str) -> None:
         """Raise :class:`InvalidParameterError` unless this pair can run ``strategy``."""
@@ -147,14 +152,14 @@ class Pair(Streaming):
 
     def _clear(self) -> None:
         self.engine.reset()
-        if self.draft_model:
-            self.draft_model.reset()
+        for drafter in self._drafters:
+            drafter.reset()
 
     def close(self) -> None:
         """Stop the generation in progress, wait for it to let go, then free contexts and models."""
         self.access.close()
-        if self.draft_model:
-            self.draft_model.ctx.close()
+        for drafter in self._drafters:
+            drafter.ctx.close()
         self.target_ctx.close()
         if self.draft:
             self.draft.close()
@@ -194,13 +199,38 @@ def _open_models(
         )
     options = exactness.MODEL_OPTIONS if exact else {}
     target_model = Model(
-        target, n_gpu_layers=n_gpu_layers, progress=_stage(progress, "loading target"), **options
+        target,
+        n_gpu_layers=n_gpu_layers,
+        load_mtp=True,
+        progress=_stage(progress, "loading target"),
+        **options,
     )
     if draft is None:
         return target_model, None
     draft_model = Model(draft, n_gpu_layers=n_gpu_layers, progress=_stage(progress, "loading draft"))
     check_compatible(target_model, draft_model)
     return target_model, draft_model
+
+
+def _draft_model(draft: Model | None, target_ctx: Context, p_min: float) -> DraftModel | None:
+    """The draft model with a context like the target's, or None without one."""
+    if draft is None:
+        return None
+    ctx = Context(draft, n_ctx=target_ctx.n_ctx, n_batch=target_ctx.n_batch, n_threads=target_ctx.n_threads)
+    return DraftModel(ctx, target_ctx.model.n_vocab, p_min)
+
+
+def _mtp_draft(target_ctx: Context, p_min: float) -> tuple[MtpDraft | None, str]:
+    """The target's MTP layers as a drafter, or None and why not."""
+    model = target_ctx.model
+    if not model.n_layer_nextn:
+        return None, f"{model.path.name} has none"
+    try:
+        mtp_ctx = MtpContext(target_ctx)
+        return MtpDraft(mtp_ctx, HiddenRows(target_ctx), p_min), ""
+    except MtpUnavailableError as exc:
+        logger.warning("%s: its MTP layers go unused: %s", model.path.name, exc)
+        return None, str(exc)
 
 
 def _batch_cap(target_ctx: Context, n_gpu_layers: int, max_n: int, progress: Progress | None) -> int:

@@ -9,16 +9,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
+from edgespec import toolcalls
 from edgespec.engine import Engine, Planner, Step
 from edgespec.errors import Cancelled
+from edgespec.grammar import FREE, Grammar, Matcher
 from edgespec.llama import Model
 from edgespec.options import DRAFT_LIMIT, GenerationOptions
 from edgespec.sampling import SamplingParams
 from edgespec.stats import Stats
 from edgespec.textstream import TextStream
+from edgespec.tools import ToolCall
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,15 @@ class Result:
     token_ids: list[int]
     finish_reason: str
     """``"stop"`` (end-of-generation token or stop string), ``"length"`` (max tokens or a full
-    context) or ``"interrupted"``."""
+    context), ``"tool_calls"`` (it called tools), ``"constraint"`` (the constraint allowed no
+    next token but the end: its matcher failed, and ``Generation.grammar.failed`` says why) or
+    ``"interrupted"``."""
     stats: Stats
     strategy: str
+    content: str = ""
+    """The text with the tool calls taken out (the text itself without tools)."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """The calls the reply made, when the generation had tools (``GenerationOptions.tools``)."""
 
 
 class Generation:
@@ -61,12 +70,14 @@ class Generation:
         engine: the target's engine; its history becomes ``prompt``.
         prompt: the prompt's tokens.
         planner: chooses each step's guesses.
-        options: sampling, ``max_tokens`` and ``stop``; ``strategy`` is reported as given.
+        options: sampling, ``max_tokens``, ``stop`` and the constraint; ``strategy`` is reported as
+            given.
         max_draft: the most tokens one step may guess.
         stop_token_ids: tokens that end the generation like an end-of-generation token.
         finished: called once iteration ends, however it ends (or at :meth:`close`).
         cancel: set from any thread to stop; it also stops a long decode midway (the pair's
             contexts watch it), and before this generation is made, the prompt's reading.
+        tool_format: how the reply's tool calls read (:mod:`edgespec.toolcalls`), when it has tools.
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class Generation:
         stop_token_ids: Collection[int] = (),
         finished: Callable[[], None] = lambda: None,
         cancel: threading.Event | None = None,
+        tool_format: toolcalls.Hermes | None = None,
     ) -> None:
         self._finished: Callable[[], None] | None = None  # set once the prompt is read
         self._cancel = cancel or threading.Event()
@@ -86,12 +98,21 @@ class Generation:
         self.stats = Stats(prompt_tokens=len(prompt))
         self.token_ids: list[int] = []
         self.finish_reason = "interrupted"
+        self.tool_calls: list[ToolCall] = []
+        self.content: str | None = None
+        self._tool_format = tool_format
         self._text = TextStream(options.stop)
+        # Made before the prefill: a constraint that does not fit the model fails before any work.
+        self.grammar: Grammar = FREE
+        """What the output may say next (:mod:`edgespec.grammar`); under a constraint, its matcher."""
+        if options.constraint is not None:
+            greedy = options.temperature == 0
+            self.grammar = Matcher(options.constraint, engine.target.model, len(prompt), greedy)
         t0 = time.perf_counter()
         self.stats.prompt_prefilled = engine.start(prompt)
         self.stats.prompt_seconds = time.perf_counter() - t0
         params = SamplingParams(
-            options.temperature, options.top_k, options.top_p, options.min_p, options.seed
+            options.temperature, options.top_k, options.top_p, options.min_p, options.seed, self.grammar
         )
         steps = engine.steps(planner, params, params.rng(), options.max_tokens, max_draft)
         tokens = islice(_tokens(steps, self.stats), options.max_tokens)
@@ -132,7 +153,17 @@ class Generation:
     @property
     def result(self) -> Result:
         """The result so far (the final one once iteration has ended)."""
-        return Result(self._text.text, list(self.token_ids), self.finish_reason, self.stats, self.strategy)
+        text = self._text.text
+        content = text if self.content is None else self.content
+        return Result(
+            text,
+            list(self.token_ids),
+            self.finish_reason,
+            self.stats,
+            self.strategy,
+            content,
+            list(self.tool_calls),
+        )
 
     def _text_events(
         self,
@@ -160,14 +191,21 @@ class Generation:
                     break
             if cancel.is_set():
                 self.finish_reason = "interrupted"
+            if self.finish_reason == "stop" and self.grammar.failed:
+                self.finish_reason = "constraint"
             rest = text.flush()
             if rest:
                 yield TokenEvent(None, rest, False)
+            if self._tool_format is not None:
+                self.content, self.tool_calls = toolcalls.split(self._tool_format, text.text)
+                if self.tool_calls and self.finish_reason == "stop":
+                    self.finish_reason = "tool_calls"
         except BaseException:  # Ctrl-C, or the consumer closing the stream early
             self.finish_reason = "interrupted"
             raise
         finally:
             stats.decode_seconds = time.perf_counter() - t0
+            stats.grammar(self.grammar)
             self._finish()
 
 

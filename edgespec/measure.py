@@ -2,7 +2,8 @@
 
 A few seconds at load: the target decodes batches of n tokens (n up to 64) on a short context and
 the cache is rewound after each; the draft decodes single tokens; a recurrent model's state is
-saved and restored (what its rewind costs). Exact mode's batch cap (see
+saved and restored (what its rewind costs); a target's MTP layers decode single steps and the
+batches they catch up with. Exact mode's batch cap (see
 :mod:`edgespec.exactness`) is cached alongside. Results are kept per model file, backend, threads,
 batch and kernel settings, and measured again when older than a week.
 """
@@ -16,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgespec import exactness
 from edgespec.costs import CostModel
-from edgespec.llama import Context, system_info, tiled_matmul
+from edgespec.llama import Context, MtpContext, system_info, tiled_matmul
 from edgespec.paths import cache_dir, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -128,30 +131,67 @@ def _model(target: dict[str, Any], draft: dict[str, Any] | None, target_ctx: Con
     return CostModel(verify, batch[1], batch, target["restore"], depth, rewind)
 
 
+def measure_mtp(
+    ctx: MtpContext, sizes: tuple[int, ...] = DRAFT_BATCH_SIZES, reps: int = 5
+) -> dict[int, float]:
+    """Seconds for the MTP layers to read n tokens with their hidden rows and guess after the last
+    (n = 1 is one drafting step; more is catching up), by n, the fastest of ``reps`` round-robin."""
+    ctx.clear()
+    filler = ctx.model.bos if ctx.model.bos >= 0 else 0
+    rows = np.zeros((max(_PREFIX, *sizes), ctx.n_embd), np.float32)
+    ctx.decode([filler] * _PREFIX, rows[:_PREFIX], 0)
+    sizes = tuple(n for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx)
+    out = {n: float("inf") for n in sizes}
+    for rep in range(reps + 1):  # the first round warms up
+        for n in sizes:
+            t0 = time.perf_counter()
+            ctx.decode([filler] * n, rows[:n], _PREFIX)
+            seconds = time.perf_counter() - t0
+            ctx.truncate(_PREFIX)
+            if rep:
+                out[n] = min(out[n], seconds)
+    ctx.clear()
+    return out
+
+
 def device_costs(
     target: Context,
     draft: Context | None,
     n_gpu_layers: int = 0,
     refresh: bool = False,
+    mtp: MtpContext | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> CostModel:
-    """The cost model for this pair on this device, from the cache when fresh; ``progress`` is told
-    the share measured (0 to 1) when it is measured."""
+    """The cost model for this pair (and the target's MTP layers, when given) on this device,
+    from the cache when fresh; ``progress`` is told the share measured (0 to 1) when it is
+    measured."""
     path = cache_dir() / "costs.json"
     entries = read_json(path)
-    keys = [_key(target, n_gpu_layers)] + ([_key(draft, n_gpu_layers)] if draft else [])
+    target_key = _key(target, n_gpu_layers)
+    keys = (
+        [target_key] + ([_key(draft, n_gpu_layers)] if draft else []) + ([target_key + ":mtp"] if mtp else [])
+    )
     now = time.time()
     fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
     if refresh or len(fresh) < len(keys):
         logger.info("measuring verification costs on this device (a few seconds, cached)")
-        share = 1.0 if draft is None else 0.75  # of the time, about: the draft's sizes are fewer
+        # Shares of the time, about: the draft's sizes are fewer, and the MTP layers' steps cheaper.
+        share = 1.0 if draft is None and mtp is None else 0.75
+        draft_end = 1.0 if mtp is None else 0.9
         entries[keys[0]] = _entry(target, BATCH_SIZES, 3, now, _scaled(progress, 0.0, share))
         if draft is not None:
             # Single steps (drafting) and a few batch sizes (catching up after a copy).
-            entries[keys[1]] = _entry(draft, DRAFT_BATCH_SIZES, 5, now, _scaled(progress, share, 1.0))
+            entries[keys[1]] = _entry(draft, DRAFT_BATCH_SIZES, 5, now, _scaled(progress, share, draft_end))
+        if mtp is not None:
+            entries[keys[-1]] = {"at": now, "model": target.model.path.name, "seconds": measure_mtp(mtp)}
+            if progress is not None:
+                progress(1.0)
         _save(path, entries)
         fresh = [entries[k] for k in keys]
-    return _model(fresh[0], fresh[1] if draft is not None else None, target)
+    costs = _model(fresh[0], fresh[1] if draft is not None else None, target)
+    if mtp is not None:
+        costs.mtp_batch_s = {int(n): s for n, s in fresh[-1]["seconds"].items()}
+    return costs
 
 
 def exact_cap(

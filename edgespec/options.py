@@ -21,10 +21,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgespec.constraint import Constraint
 from edgespec.errors import InvalidParameterError
+from edgespec.tools import Tools
 
-STRATEGIES = ("auto", "draft", "lookup", "none")
-"""auto: plan each step by measured cost; draft/lookup: always that proposer; none: the target alone."""
+STRATEGIES = ("auto", "draft", "mtp", "lookup", "none")
+"""auto: plan each step by measured cost; draft/mtp/lookup: always that proposer (mtp: the target's
+own MTP layers); none: the target alone."""
 
 DRAFT_LIMIT = 63
 """The most tokens one step may guess: with the pending token, a verification batch of 64."""
@@ -35,7 +38,7 @@ class Rule:
     """What one option allows, and how the faces name and explain it."""
 
     kind: type
-    """``int``, ``float`` or ``str``."""
+    """``int``, ``float``, ``str``, ``tuple`` or another class whose instances are allowed."""
     help: str
     """One line for ``--help``."""
     low: float | None = None
@@ -61,7 +64,8 @@ class Rule:
                 return False
         elif isinstance(value, bool) or not isinstance(value, self.kind):
             return False
-        assert isinstance(value, (int, float))
+        if not isinstance(value, (int, float)):  # a str or an object: its type is the rule
+            return True
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or value <= self.high
@@ -71,7 +75,7 @@ class Rule:
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         else:
-            text = "a number" if self.kind is float else "an integer"
+            text = {float: "a number", int: "an integer"}.get(self.kind, f"a {self.kind.__name__}")
             lo = None if self.low is None else f"{self.low:g}"
             hi = None if self.high is None else f"{self.high:g}"
             if lo is not None and hi is not None:
@@ -110,7 +114,8 @@ def _option(default: Any, rule: Rule) -> Any:
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to generate: sampling, strategy, length and stops. Frozen; validated when made.
+    """How to generate: sampling, strategy, length, stops, a constraint on the output and the
+    tools the model may call. Frozen; validated when made.
 
     Defaults are llama.cpp's sampling (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05), the
     ``auto`` strategy, and at most 512 new tokens.
@@ -138,8 +143,8 @@ class GenerationOptions:
         "auto",
         Rule(
             str,
-            "auto: plan each step by measured cost; draft/lookup: always that proposer; "
-            "none: the target alone.",
+            "auto: plan each step by measured cost; draft/mtp/lookup: always that proposer "
+            "(mtp: the target's own MTP layers); none: the target alone.",
             choices=STRATEGIES,
             flag="strategy",
         ),
@@ -147,6 +152,25 @@ class GenerationOptions:
     stop: tuple[str, ...] = _option((), Rule(tuple, "Stop when one of these texts appears."))
     max_draft: int | None = _option(
         None, Rule(int, "Most tokens guessed per step.", 1, DRAFT_LIMIT, none="the pair's --draft-max")
+    )
+    # _option makes a dataclasses.field, as for every field; ruff cannot tell these classes are frozen.
+    constraint: Constraint | None = _option(  # noqa: RUF009
+        None,
+        Rule(
+            Constraint,
+            "What the output must match: a JSON schema, a regex or a grammar.",
+            none="no constraint",
+        ),
+    )
+    tools: Tools | None = _option(  # noqa: RUF009
+        None,
+        Rule(
+            Tools,
+            "Functions the model may call (edgespec.tools.check_tools): they go to the chat template, "
+            "the reply's calls come back in Result.tool_calls, and a tool_choice that makes the model "
+            "call one constrains the reply to a call of it, by its parameters' schema.",
+            none="no tools",
+        ),
     )
 
     def __post_init__(self) -> None:

@@ -5,8 +5,8 @@ pays when it is cheap and likely kept; on a GPU verification is nearly flat in n
 pays. The device's costs come from :mod:`edgespec.costs`, how often a guess is kept from
 :mod:`edgespec.calibration`; :class:`AutoPlanner` picks, each step, the option that adds tokens
 fastest against the rate generation already reaches (drafting nothing when nothing pays), and
-decides each drafted guess as it comes (:class:`~edgespec.plans.DraftPlan`), joins the two
-proposers in one batch where that pays (:mod:`edgespec.joins`) and now and then tries an option
+decides each drafted guess as it comes (:class:`~edgespec.plans.DraftPlan`), joins a copy and a
+drafter in one batch where that pays (:mod:`edgespec.joins`) and now and then tries an option
 its estimates rule out (:mod:`edgespec.explore`).
 """
 
@@ -16,12 +16,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgespec.calibration import confidence_calibration, copy_calibration, expected_tokens
+from edgespec.calibration import copy_calibration, expected_tokens
 from edgespec.costs import CostModel
 from edgespec.explore import EXPLORE_K, Explorer
+from edgespec.forcing import forced_lead
 from edgespec.joins import Joins
-from edgespec.plans import DraftPlan, Option, Weighing, catch_up_s, copied
-from edgespec.proposers import NO_PROPOSAL, DraftModel, PromptLookup, Proposal
+from edgespec.plans import Drafter, Option, Weighing, copied, join
+from edgespec.proposers import NO_PROPOSAL, DraftProposer, PromptLookup, Proposal
 from edgespec.sampling import SamplingParams
 
 RATE_WEIGHT = 0.05  # how fast the planner's rate follows each step (about the last 20 steps)
@@ -31,7 +32,7 @@ NEW_TEXT_FADE = 0.25  # what a new generation keeps of the evidence on copies (o
 class FixedPlanner:
     """Always the same proposer and the same maximum length: the ``none``/``draft``/``lookup`` strategies."""
 
-    def __init__(self, proposer: DraftModel | PromptLookup | None, k: int) -> None:
+    def __init__(self, proposer: DraftProposer | PromptLookup | None, k: int) -> None:
         self.proposer = proposer
         self.k = k
 
@@ -59,27 +60,30 @@ class FixedPlanner:
 
 class AutoPlanner:
     """Each step, the option worth most at the rate generation is reaching, measured costs times
-    learned acceptance: no guess, a lookup copy of any length it supports, the draft model (its
-    guesses decided one by one as they are drafted), or the two joined in one batch.
+    learned acceptance: no guess, a lookup copy of any length it supports, a drafter (the draft
+    model, the target's MTP layers; its guesses decided one by one as they are drafted), or a copy
+    and a drafter joined in one batch.
 
     An option's worth is its expected tokens minus ``rate`` times its expected seconds, where
     ``rate`` is the tokens per second generation has reached lately. Maximising that each step is
     Dinkelbach's method for the best long-run tokens per second: a guess is taken when it adds
-    tokens faster than generation runs anyway, and the rate it reaches is fed back.
+    tokens faster than generation runs anyway, and the rate it reaches is fed back. Every drafter
+    is weighed by that rule on its own measured costs and keep rates; one without a measured cost
+    is left out.
     """
 
     def __init__(
         self,
         costs: CostModel,
         lookup: PromptLookup | None,
-        draft: DraftModel | None,
+        drafters: Sequence[DraftProposer] = (),
         max_draft: int = 16,
     ) -> None:
         self.costs = costs
         self.lookup = lookup
-        self.draft = draft if costs.draft_s is not None else None
+        self.drafters = [Drafter(d, *cost) for d in drafters if (cost := costs.drafting(d.name)) is not None]
+        """Each drafter with its costs and its own calibration."""
         self.max_draft = max_draft
-        self.confidence = confidence_calibration()
         self.copies = copy_calibration()
         # Recent tokens and seconds per step (moving averages); they start at the target alone.
         self._tokens = 1.0
@@ -88,8 +92,8 @@ class AutoPlanner:
         """The rate this step is weighed at."""
         self._first_step = True
         self._n_pending = 1  # in the batch being verified
-        self.joins = Joins(costs, lookup, self.draft, self.confidence, self.copies)
-        self.explorer = Explorer(costs, self.draft, self.confidence, self.copies)
+        self.joins = Joins(lookup, self.copies)
+        self.explorer = Explorer(self.drafters, self.copies)
 
     @property
     def rate(self) -> float:
@@ -106,21 +110,10 @@ class AutoPlanner:
         self._first_step = True
         self.copies.age(NEW_TEXT_FADE)
 
-    def _pooled(self) -> float:
-        # Optimistic: a draft not yet proven gets tried where the curve says it could pay.
-        return self.confidence.pooled(0.7)
-
     def _best(self, source: str, tokens: np.ndarray, seconds: np.ndarray) -> Option:
         value = tokens - self._rate * seconds
         j = int(np.argmax(value))
         return Option(source, j, float(value[j]))
-
-    def _draft_seconds(self, history: Sequence[int], k: int) -> np.ndarray:
-        # Drafting j = 0..k guesses: the first comes with catching up, each further one is a draft step.
-        assert self.draft is not None and self.costs.draft_s is not None
-        seconds = catch_up_s(self.costs, self.draft.lag(history)) + self.costs.draft_s * np.arange(-1, k)
-        seconds[0] = 0.0
-        return seconds
 
     def propose(
         self,
@@ -130,12 +123,36 @@ class AutoPlanner:
         rng: np.random.Generator,
         n_pending: int = 1,
     ) -> Proposal:
-        """Weigh the options and return the best one's proposal."""
+        """Weigh the options and return the best one's proposal. Under a constraint, the tokens
+        it forces come first (where their rows pay), and the options are weighed after them."""
         self._n_pending = n_pending
         if self._first_step or max_k <= 0:
             self._first_step = False
             return NO_PROPOSAL
+        curve = self.costs.curve(max_k + n_pending - 1)[n_pending - 1 :]
+        forced = forced_lead(history, max_k, curve, max(self.rate, 1.0 / float(curve[0])), params)
+        n = len(forced.tokens)
+        if n == 0:
+            return self._choose(history, max_k, params, rng, n_pending, len(history))
+        if n == max_k:
+            return forced
+        # Forced tokens are as sure as pending ones: what follows is weighed as if they were.
+        after = [*history, *forced.tokens]
+        return join(forced, self._choose(after, max_k - n, params, rng, n_pending + n, len(history)))
+
+    def _choose(
+        self,
+        history: Sequence[int],
+        max_k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        n_pending: int,
+        verified: int,
+    ) -> Proposal:
         # The batch starts with the pending tokens: j guesses cost a batch of n_pending + j.
+        # Past ``verified`` the history holds forced tokens: only a drafter that can read
+        # unverified text may draft on from them.
+        usable = [d for d in self.drafters if verified == len(history) or d.proposer.continues_copies]
         curve = self.costs.curve(max_k + n_pending - 1)[n_pending - 1 :]
         candidates = [("none", np.ones(1), curve[:1])]  # (source, expected tokens, seconds) by length
         copy = NO_PROPOSAL
@@ -145,9 +162,10 @@ class AutoPlanner:
                 tokens = expected_tokens(self.copies.rates(copy.match))
                 candidates.append(("lookup", tokens, curve[: tokens.size]))
         draft_k = min(max_k, self.max_draft)
-        if self.draft is not None and draft_k > 0:
-            tokens = expected_tokens(np.full(draft_k, self._pooled()))
-            candidates.append(("draft", tokens, curve[: draft_k + 1] + self._draft_seconds(history, draft_k)))
+        if draft_k > 0:
+            for d in usable:
+                tokens = expected_tokens(np.full(draft_k, d.pooled()))
+                candidates.append((d.name, tokens, curve[: draft_k + 1] + d.seconds(history, draft_k)))
         # The rate weighed against is what generation reaches, but never more than the best option
         # here promises: a rate no option can reach would make every guess look like a loss.
         # Nor less than the target alone reaches, which drafting nothing always does.
@@ -155,15 +173,23 @@ class AutoPlanner:
         self._rate = min(max(self.rate, 1.0 / float(curve[0])), best_rate)
         options = [self._best(*candidate) for candidate in candidates]
         best = max(options, key=lambda o: o.value if o.k or o.source == "none" else -np.inf)
-        w = Weighing(curve, self._rate, self._pooled(), max_k, params, rng)
-        explored = self.explorer.choose(history, best, copy, w, min(draft_k, EXPLORE_K))
+        w = Weighing(curve, self._rate, max_k, params, rng)
+        # No try after forced tokens where one of the explorer's drafters cannot read them.
+        explore = verified == len(history) or all(d.proposer.continues_copies for d in self.drafters)
+        explored = self.explorer.choose(history, best, copy, w, min(draft_k, EXPLORE_K)) if explore else None
         if explored is not None:
             return explored
+        drafters = {d.name: d for d in usable}
         if best.source == "lookup":
-            return self.joins.continue_with_draft(history, copied(copy, best.k), w, self.max_draft)
-        if best.source == "draft" and self.draft is not None and self.costs.draft_s is not None:
-            plan = DraftPlan(curve, self.costs.draft_s, self._rate, self.confidence, w.pooled)
-            drafted = self.draft.propose(history, draft_k, params, rng, plan)
+            # The copy goes on, where it turns doubtful, with the drafter worth most this step of
+            # those that can draft on from unverified text.
+            worth = {o.source: o.value for o in options}
+            joinable = [d for d in usable if d.proposer.continues_copies]
+            drafter = max(joinable, key=lambda d: worth.get(d.name, -np.inf), default=None)
+            return self.joins.continue_with_draft(history, copied(copy, best.k), w, self.max_draft, drafter)
+        if best.source in drafters:
+            plan = drafters[best.source].plan(curve, self._rate)
+            drafted = drafters[best.source].proposer.propose(history, draft_k, params, rng, plan, verified)
             return self.joins.extend_by_copy(history, drafted, plan.survival, w)
         return NO_PROPOSAL
 
@@ -173,13 +199,16 @@ class AutoPlanner:
         self.costs.observe(n + self._n_pending, verify_s)
         self._tokens += RATE_WEIGHT * (n_accepted + 1 - self._tokens)
         self._seconds += RATE_WEIGHT * (propose_s + verify_s - self._seconds)
-        self.confidence.age()
+        for d in self.drafters:
+            d.confidence.age()
         self.copies.age()
         judged = range(min(n_accepted + 1, n))
-        drafted = [i for i in judged if not proposal.match[i]]
+        drafted = [i for i in judged if not proposal.match[i] and not proposal.is_forced(i)]
         copies = [i for i in judged if proposal.match[i]]
-        if drafted:
-            self.confidence.observe(
+        # A proposal holds one drafter's guesses at most; its source names it.
+        drafter = next((d for d in self.drafters if d.name in proposal.source.split("+")), None)
+        if drafted and drafter is not None:
+            drafter.confidence.observe(
                 [proposal.confidence[i] for i in drafted], [i < n_accepted for i in drafted]
             )
         if copies:

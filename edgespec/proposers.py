@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +32,13 @@ class Proposal:
     match: Sequence[int] = ()
     """Per guess: for a copied guess, how many tokens of context matched where it was copied from
     (it grows by one along a copy); 0 for a drafted guess."""
+    forced: Sequence[bool] = ()
+    """Per guess: True for a token the constraint forces (the only one its mask allows, so it is
+    kept whenever the guesses before it are); empty when none is."""
+
+    def is_forced(self, i: int) -> bool:
+        """Whether guess ``i`` is a token the constraint forces."""
+        return bool(self.forced) and self.forced[i]
 
     @property
     def match_len(self) -> int:
@@ -62,6 +70,106 @@ guesses the proposal should hold: ``i`` or less stops before guess ``i``, ``i + 
 stops, more keeps it and drafts on."""
 
 
+class DraftProposer(Protocol):
+    """A proposer that drafts token by token under a :data:`Plan`: the draft model, or the target's
+    own MTP layers (:class:`~edgespec.mtp.MtpDraft`). The planner weighs each by the same rule."""
+
+    name: str
+    continues_copies: bool
+    """Whether it can draft on from guesses the target has not verified (a copy): the MTP layers
+    cannot, since they read each token with the target's hidden row, which exists only once the
+    target has decoded it."""
+
+    def lag(self, history: Sequence[int]) -> int:
+        """Tokens it would decode to catch up with ``history`` before its first guess."""
+        ...
+
+    def propose(
+        self,
+        history: Sequence[int],
+        k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        plan: Plan | None = None,
+        verified: int | None = None,
+    ) -> Proposal:
+        """Up to ``k`` guesses, as long as ``plan`` says so. ``verified``: how much of ``history``
+        the target has verified (the rest are guesses a drafter continues, as after a copy)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget its cache (a new conversation)."""
+        ...
+
+
+def draft_tokens(
+    history: Sequence[int],
+    logits: np.ndarray,
+    advance: Callable[[list[int]], np.ndarray],
+    k: int,
+    params: SamplingParams,
+    rng: np.random.Generator,
+    plan: Plan,
+    pad: Callable[[np.ndarray], np.ndarray],
+    source: str,
+) -> Proposal:
+    """Draft up to ``k`` tokens after ``history`` from the logits of the first, ``advance(tokens)``
+    reading guesses and giving the logits after the last, asking ``plan`` after each guess.
+
+    Greedy targets get the argmax; sampled targets a sample from the transformed distribution
+    (kept, padded to the target's vocabulary by ``pad``, for rejection sampling). Under a
+    constraint the drafter drafts under its mask, and the tokens the constraint forces are taken as
+    they are (asking the plan with a confidence of 1), without a step of their own: they are read
+    with the next drafted guess, in one call."""
+    draft = _Drafted()
+    unseen: list[int] = []  # guesses the drafter has not read yet
+    with params.grammar.at(history) as grammar:
+        while len(draft.tokens) < k:
+            forced = grammar.forced(k - len(draft.tokens))
+            for token in forced:
+                if not draft.take(plan, token, 1.0, None, k, forced=True):
+                    break
+                grammar.push(token)
+                unseen.append(token)
+            if draft.stopped:
+                break
+            if forced:
+                continue
+            if unseen:
+                logits = advance(unseen)
+                unseen = []
+            grammar.mask_row(logits)
+            q: np.ndarray | None = None
+            if params.greedy:
+                token = int(np.argmax(logits))
+                top = _top_probability(logits, token)
+            else:
+                q = probabilities(logits, params)
+                token = sample(q, rng)
+                top = float(q.max())
+            if not draft.take(plan, token, top, None if q is None else pad(q), k):
+                break
+            grammar.push(token)
+            unseen = [token]
+    return draft.proposal(source, params.greedy)
+
+
+def p_min_plan(k: int, p_min: float) -> Plan:
+    """The fixed strategies' rule: draft up to ``k`` guesses while the top probability is at least
+    ``p_min``."""
+    return lambda i, top: k if top >= p_min else i
+
+
+def pad_to(q: np.ndarray, n_vocab: int) -> np.ndarray:
+    """``q`` over a vocabulary of ``n_vocab`` tokens (a draft's may be a few shorter or longer)."""
+    if q.size == n_vocab:
+        return q
+    out = np.zeros(n_vocab)
+    n = min(q.size, n_vocab)
+    out[:n] = q[:n]
+    return out
+
+
 class DraftModel:
     """A small model with the target's tokenizer, drafting token by token.
 
@@ -73,6 +181,7 @@ class DraftModel:
     """
 
     name = "draft"
+    continues_copies = True
 
     def __init__(self, ctx: Context, n_vocab_target: int, p_min: float = 0.75) -> None:
         self.ctx = ctx
@@ -127,46 +236,57 @@ class DraftModel:
         verified: int | None = None,
     ) -> Proposal:
         """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
-        ``verified``: how much of ``history`` the target has verified (see :meth:`sync`)."""
-        if plan is None:
-            plan = self._p_min_plan(k)
-        logits = self.sync(history, verified)
-        tokens: list[int] = []
-        qs: list[np.ndarray] = []
-        confidence: list[float] = []
-        while len(tokens) < k:
-            if params.greedy:
-                token = int(np.argmax(logits))
-                top = _top_probability(logits, token)
-            else:
-                q = probabilities(logits, params)
-                token = sample(q, rng)
-                top = float(q.max())
-            n = plan(len(tokens), top)
-            if n <= len(tokens):
-                break
-            tokens.append(token)
-            confidence.append(top)
-            if not params.greedy:
-                qs.append(self._pad(q))
-            if len(tokens) >= min(k, n):
-                break
-            logits = self.ctx.decode([token], len(self.cached), 1)[0]
-            self.cached.append(token)
-        return Proposal(tokens, self.name, qs or None, confidence, [0] * len(tokens))
 
-    def _p_min_plan(self, k: int) -> Plan:
-        p_min = self.p_min
-        return lambda i, top: k if top >= p_min else i
+        Under a constraint the draft drafts under its mask, and the tokens the constraint forces
+        are taken as they are (asking the plan with a confidence of 1), without a draft step of
+        their own: they are decoded with the next drafted guess's context, in one batch.
+        ``verified``: how much of ``history`` the target has verified (see :meth:`sync`)."""
+        logits = self.sync(history, verified)
+        plan = plan or p_min_plan(k, self.p_min)
+        return draft_tokens(history, logits, self._advance, k, params, rng, plan, self._pad, self.name)
+
+    def _advance(self, tokens: list[int]) -> np.ndarray:
+        logits: np.ndarray = self.ctx.decode(tokens, len(self.cached), 1)[0]
+        self.cached.extend(tokens)
+        return logits
 
     def _pad(self, q: np.ndarray) -> np.ndarray:
-        # A draft vocabulary may be a few tokens shorter or longer than the target's.
-        if q.size == self.n_vocab_target:
-            return q
-        out = np.zeros(self.n_vocab_target)
-        n = min(q.size, self.n_vocab_target)
-        out[:n] = q[:n]
-        return out
+        return pad_to(q, self.n_vocab_target)
+
+
+class _Drafted:
+    """The guesses of one drafting, and the plan's answers so far."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.qs: list[np.ndarray | None] = []
+        self.confidence: list[float] = []
+        self.forced: list[bool] = []
+        self.stopped = False
+        """The plan (or ``k``) said to stop after the last guess taken."""
+
+    def take(
+        self, plan: Plan, token: int, top: float, q: np.ndarray | None, k: int, forced: bool = False
+    ) -> bool:
+        """Ask the plan about one more guess; True if it is taken and drafting may go on."""
+        i = len(self.tokens)
+        n = plan(i, top)
+        if n <= i:
+            self.stopped = True
+            return False
+        self.tokens.append(token)
+        self.qs.append(q)
+        self.confidence.append(top)
+        self.forced.append(forced)
+        self.stopped = len(self.tokens) >= min(k, n)
+        return not self.stopped
+
+    def proposal(self, source: str, greedy: bool) -> Proposal:
+        n = len(self.tokens)
+        q = None if greedy or all(q is None for q in self.qs) else self.qs
+        return Proposal(
+            self.tokens, source, q, self.confidence, [0] * n, self.forced if any(self.forced) else ()
+        )
 
 
 def _top_probability(logits: np.ndarray, top: int) -> float:
@@ -286,6 +406,7 @@ class PromptLookup:
         """Up to ``k`` tokens copied from after the best match of ``history + extra``.
 
         A copy that reaches the end of the text goes on with its own guesses (a repeating pattern).
+        Under a constraint, the copy is cut at the first token it forbids.
         """
         source, start, match_len = self.find(history, extra)
         if match_len == 0 or k <= 0:
@@ -298,6 +419,10 @@ class PromptLookup:
                 n += 1
         elif _SEPARATOR in tokens:
             tokens = tokens[: tokens.index(_SEPARATOR)]
+        with params.grammar.at(history, extra) as grammar:
+            tokens = tokens[: grammar.valid(tokens)]  # a guess the constraint forbids cannot be kept
+        if not tokens:
+            return NO_PROPOSAL
         return Proposal(
             tokens,
             self.name,

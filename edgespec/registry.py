@@ -46,19 +46,19 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class PairSpec:
-    """A curated target/draft pair."""
+    """A curated target/draft pair; a target with MTP layers may come alone (it drafts for itself)."""
 
     name: str
     description: str
     license: str
     target: ModelRef
-    draft: ModelRef
+    draft: ModelRef | None
 
-    def model(self, role: str) -> ModelRef:
-        """The target or the draft, by role name."""
+    def model(self, role: str) -> ModelRef | None:
+        """The target or the draft (None for a pair without one), by role name."""
         if role not in ROLES:
             raise ValueError(f"role must be 'target' or 'draft', got {role!r}")
-        ref: ModelRef = getattr(self, role)
+        ref: ModelRef | None = getattr(self, role)
         return ref
 
 
@@ -83,12 +83,12 @@ def _parse(text: str, where: str) -> tuple[str | None, dict[str, PairSpec]]:
                 p.get("description", ""),
                 p.get("license", "unknown"),
                 _model(where, p["target"]),
-                _model(where, p["draft"]),
+                _model(where, p["draft"]) if "draft" in p else None,
             )
     except tomllib.TOMLDecodeError as exc:
         raise EdgespecError(f"{where} is not valid TOML: {exc}") from exc
     except (KeyError, AttributeError) as exc:
-        raise EdgespecError(f"{where}: every pair needs a target and a draft (missing {exc})") from exc
+        raise EdgespecError(f"{where}: every pair needs a target (missing {exc})") from exc
     default = data.get("default")
     return (str(default) if default is not None else None), out
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgespec.grammar import FREE, Grammar
 from edgespec.options import GenerationOptions, check
 
 _DEFAULT = GenerationOptions()
@@ -17,7 +18,8 @@ _DEFAULT = GenerationOptions()
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy (argmax); the rest is then ignored.
+    """How to pick tokens. ``temperature == 0`` means greedy (argmax); the rest is then ignored
+    (but for ``grammar``, which holds at any temperature).
 
     Built from :class:`~edgespec.options.GenerationOptions`, whose defaults (llama.cpp's) and
     rules these share.
@@ -32,6 +34,9 @@ class SamplingParams:
     """Drop tokens less likely than min_p times the most likely one; 0 keeps all."""
     seed: int | None = None
     """Seed of the random generator; None draws one."""
+    grammar: Grammar = FREE
+    """What may be said next: the target's distribution is the one its mask leaves, and the
+    proposers guess under the same mask (:mod:`edgespec.grammar`)."""
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_k", "top_p", "min_p", "seed"):

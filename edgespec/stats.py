@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from edgespec.engine import Step
+from edgespec.grammar import Grammar
 from edgespec.options import DRAFT_LIMIT
 
 
@@ -30,6 +31,12 @@ class Stats:
     """Time to first token: prefill plus the first verification step."""
     decode_seconds: float = 0.0
     n_tokens: int = 0
+    mask_seconds: float = 0.0
+    """Under a constraint: seconds spent masking the target's verified rows."""
+    masked_rows: int = 0
+    """Under a constraint: verified rows masked."""
+    grammar_seconds: float = 0.0
+    """Under a constraint: seconds spent following it and looking ahead for the proposers."""
 
     def add(self, step: Step) -> None:
         """Count one verification step."""
@@ -43,6 +50,12 @@ class Stats:
         self.steps_by_source[source] = self.steps_by_source.get(source, 0) + 1
         self.drafted_by_source[source] = self.drafted_by_source.get(source, 0) + n
         self.accepted_by_source[source] = self.accepted_by_source.get(source, 0) + step.n_accepted
+
+    def grammar(self, grammar: Grammar) -> None:
+        """Take a constraint's costs (the grammar of this generation)."""
+        self.mask_seconds = grammar.mask_seconds
+        self.masked_rows = grammar.masked_rows
+        self.grammar_seconds = grammar.other_seconds
 
     def merge(self, other: Stats) -> None:
         """Add another generation's counts and seconds to these (session totals)."""

@@ -1,6 +1,6 @@
 """Strategy names to planners, for one pair's proposers.
 
-``none``, ``lookup`` and ``draft`` get a :class:`~edgespec.planner.FixedPlanner` per generation;
+``none``, ``lookup``, ``draft`` and ``mtp`` get a :class:`~edgespec.planner.FixedPlanner` per generation;
 ``auto`` gets one :class:`~edgespec.planner.AutoPlanner` for the pair's life, built on first use
 (from the device's measured costs), because it keeps learning from every generation.
 """
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from edgespec.engine import Planner
 from edgespec.errors import InvalidParameterError
+from edgespec.mtp import MtpDraft
 from edgespec.options import check
 from edgespec.planner import AutoPlanner, FixedPlanner
 from edgespec.proposers import DraftModel, PromptLookup
@@ -24,13 +25,22 @@ class Planners:
         draft: the pair's draft model, or None.
         build_auto: builds ``auto``'s planner; ``build_auto(refresh)`` measures the device's
             costs afresh when ``refresh`` is true (else they may come from the cache on disk).
+        mtp: the target's MTP layers as a drafter, or None.
+        no_mtp: why there is none (said when ``mtp`` is asked for).
     """
 
     def __init__(
-        self, lookup: PromptLookup, draft: DraftModel | None, build_auto: Callable[[bool], AutoPlanner]
+        self,
+        lookup: PromptLookup,
+        draft: DraftModel | None,
+        build_auto: Callable[[bool], AutoPlanner],
+        mtp: MtpDraft | None = None,
+        no_mtp: str = "the target has no MTP layers",
     ) -> None:
         self.lookup = lookup
         self.draft = draft
+        self.mtp = mtp
+        self.no_mtp = no_mtp
         self._build_auto = build_auto
         self._auto: AutoPlanner | None = None
 
@@ -39,6 +49,8 @@ class Planners:
         check("strategy", strategy)
         if strategy == "draft" and self.draft is None:
             raise InvalidParameterError("strategy 'draft' needs a draft model (--draft); this pair has none")
+        if strategy == "mtp" and self.mtp is None:
+            raise InvalidParameterError(f"strategy 'mtp' needs a target with MTP layers: {self.no_mtp}")
 
     def auto(self, refresh: bool = False) -> AutoPlanner:
         """``auto``'s planner: built once, or again from a fresh measurement with ``refresh``."""
@@ -55,6 +67,8 @@ class Planners:
             return FixedPlanner(self.lookup, k)
         if strategy == "draft":
             return FixedPlanner(self.draft, k)
+        if strategy == "mtp":
+            return FixedPlanner(self.mtp, k)
         if strategy == "auto":
             return self.auto()
         raise AssertionError(strategy)  # check knows every strategy

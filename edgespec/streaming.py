@@ -12,6 +12,7 @@ import threading
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+from edgespec import toolcalls
 from edgespec.access import PairAccess
 from edgespec.aio import AsyncGeneration
 from edgespec.engine import Engine, Planner
@@ -73,7 +74,8 @@ class Streaming:
         # Messages are checked (and the prompt tokenized) before the planner is built: building
         # `auto`'s the first time measures the device, seconds that a bad request must not cost.
         self.access.check_open()  # the models are freed once closed
-        tokens = self.prompter.tokenize(prompt, chat_template)
+        tokens = self.prompter.tokenize(prompt, chat_template, opts.tools)
+        fmt, opts = toolcalls.prepare(opts.tools, prompt, self.prompter, chat_template, opts)
         event = self.access.begin(cancel, wait)
         try:
             if planner is None:
@@ -82,7 +84,9 @@ class Streaming:
             limit = opts.max_draft or DRAFT_LIMIT
             if self.batch_cap is not None:
                 limit = min(limit, self.batch_cap - 1)  # exact mode: no batch beyond the bit-identical ones
-            gen = Generation(self.engine, tokens, planner, opts, limit, stop_token_ids, self._finished, event)
+            gen = Generation(
+                self.engine, tokens, planner, opts, limit, stop_token_ids, self._finished, event, fmt
+            )
         except BaseException:
             self.access.end()
             raise

@@ -14,6 +14,12 @@ They share the vocabulary, tokenizer and ChatML template of ``make_tiny_models``
 - ``qwen35-mtp``: the ``qwen35`` target with one MTP (NextN) block as a fifth block
   (``nextn_predict_layers`` 1, ``blk.4.nextn.*``), loaded only with ``llama_model_params.load_mtp``.
   Its trunk is the qwen35 target's, so the two give the same tokens.
+- ``qwen35-mtp-agree``: ``qwen35-mtp`` whose MTP block agrees with its trunk about half the time (a
+  target only): the trunk's mixer and FFN outputs are scaled by 0.3, so that its next token depends
+  mostly on the current one, and the MTP block passes the current token's embedding through with
+  half the target's hidden row (``eh_proj`` = [I 0.5I], its attention and FFN outputs zero), so
+  that it predicts about what the trunk would after that token, and what it predicts depends on
+  the row it is given. The random ``qwen35-mtp`` block's guesses are nearly all rejected.
 - ``mamba2``: pure Mamba-2, 3 layers (inner 128, 8 heads of 16, state 16, 1 group, conv 4, no FFN).
   No native rollback: llama.cpp refuses a partial ``llama_memory_seq_rm`` (the checkpoint path).
 - ``granitehybrid``: IBM Granite 4.0-H style, 4 layers: Mamba-2, Mamba-2, attention (4 heads, 2 KV
@@ -272,6 +278,26 @@ def noisy(tensors: dict[str, np.ndarray], scale: float, seed: int) -> dict[str, 
     }
 
 
+H_SHARE = 0.5  # how much of the target's hidden row the agreeing MTP block mixes in
+
+
+def mtp_agreeing(d: Dims, tensors: dict[str, np.ndarray], trunk_scale: float = 0.3) -> dict[str, np.ndarray]:
+    """``tensors`` of a Qwen3.5 model with an MTP block, changed so that the block agrees with the
+    trunk often: a weak trunk (outputs scaled by ``trunk_scale``), a pass-through block."""
+    mtp = f"blk.{len(d.layers)}."
+    outputs = ("attn_output.weight", "ssm_out.weight", "ffn_down.weight")
+    out = {}
+    for name, a in tensors.items():
+        if name.startswith(mtp) and name.endswith(outputs):
+            a = np.zeros_like(a)
+        elif name.endswith(outputs):
+            a = a * np.float32(trunk_scale)
+        out[name] = a
+    eye = np.eye(d.n_embd, dtype=np.float32)
+    out[mtp + "nextn.eh_proj.weight"] = np.concatenate([eye, H_SHARE * eye], axis=1)
+    return out
+
+
 def _variants(name: str) -> Iterator[tuple[str, str, Dims, dict[str, np.ndarray]]]:
     arch, d, noise = ARCHS[name]
     target = tiny_weights(arch, d, seed=1)
@@ -288,6 +314,9 @@ def make_all(out: Path) -> dict[str, Path]:
         for model, arch, d, tensors in _variants(name):
             paths[model] = out / f"tiny-{model}.gguf"
             write_hybrid(paths[model], arch, d, tensors)
+    arch, d, _ = ARCHS["qwen35-mtp"]
+    paths["qwen35-mtp-agree-target"] = out / "tiny-qwen35-mtp-agree-target.gguf"
+    write_hybrid(paths["qwen35-mtp-agree-target"], arch, d, mtp_agreeing(d, tiny_weights(arch, d, seed=1)))
     return paths
 
 

@@ -127,6 +127,7 @@ class TraceDraft:
     """Answers like DraftModel from a trace: the guess and top probability at each position."""
 
     name = "draft"
+    continues_copies = True
 
     def __init__(self, n_prompt: int, guess: Sequence[int], top: Sequence[float], costs: CostModel) -> None:
         self.n_prompt, self.guess, self.top = n_prompt, guess, top
@@ -145,7 +146,13 @@ class TraceDraft:
         return self.guess[i], self.top[i]
 
     def propose(
-        self, history: Sequence[int], k: int, params: object, rng: object, plan: Plan | None = None
+        self,
+        history: Sequence[int],
+        k: int,
+        params: object,
+        rng: object,
+        plan: Plan | None = None,
+        verified: int | None = None,
     ) -> Proposal:
         lag = self.lag(history)
         self.seconds += self.draft_curve.verify(lag)
@@ -194,9 +201,10 @@ def replay_one(
         step = costs.verify(len(proposal.tokens) + 1)
         seconds += step
         if debug and isinstance(planner, AutoPlanner):
+            pooled = planner.drafters[0].pooled() if planner.drafters else 0.0
             print(
                 f"    t={t} {proposal.source} k={len(proposal.tokens)} kept={n} rate={planner.rate:.2f} "
-                f"step_rate={planner._rate:.2f} pooled={planner._pooled():.2f} drafting={drafting:.2f}"
+                f"step_rate={planner._rate:.2f} pooled={pooled:.2f} drafting={drafting:.2f}"
             )
         t0 = time.perf_counter()
         planner.observe(proposal, n, drafting, step)
@@ -224,19 +232,22 @@ def replay(args: argparse.Namespace) -> None:
         )
         planner: AutoPlanner | FixedPlanner
         if args.policy == "auto":
-            planner = AutoPlanner(costs, lookup, draft, max_draft=args.max_draft)  # type: ignore[arg-type]
+            planner = AutoPlanner(costs, lookup, [draft] if draft else [], max_draft=args.max_draft)
         else:
             kind, k = args.policy.split(":")
             planner = FixedPlanner(draft if kind == "draft" else lookup, int(k))  # type: ignore[arg-type]
         if state is not None and args.carry and isinstance(planner, AutoPlanner):
             # Every part of the planner that reads the calibrations gets the carried ones.
+            confidence, copies = state
+            for drafter in planner.drafters:
+                drafter.confidence = confidence
             for part in (planner, planner.joins, planner.explorer):
-                part.confidence, part.copies = state
+                part.copies = copies
         t0 = time.perf_counter()
         seconds, n, sources = replay_one(trace, costs, planner, draft)
         t_planner += time.perf_counter() - t0
         if isinstance(planner, AutoPlanner):
-            state = (planner.confidence, planner.copies)
+            state = (planner.drafters[0].confidence if planner.drafters else None, planner.copies)
         cat = by_cat[trace["category"]]
         cat[0] += n
         cat[1] += seconds

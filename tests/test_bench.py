@@ -20,8 +20,12 @@ def test_prompt_set_covers_the_categories() -> None:
         "chat",
         "summarise / extract",
         "translation",
+        "structured extraction",
     }
     assert all(len([p for p in load_prompts() if p.category == c]) >= 3 for c in categories)
+    # Only structured extraction runs under a schema, and each of its schemas compiles.
+    assert {p.category for p in load_prompts() if p.schema} == {"structured extraction"}
+    assert all(p.constraint is not None for p in load_prompts(["structured extraction"]))
 
 
 def test_completion_prompts_are_raw_and_end_in_a_docstring() -> None:
@@ -117,6 +121,23 @@ def test_cli_bench_json_and_plot(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "poetry: no such category" in unknown.stderr
 
 
+def test_cli_bench_runs_what_the_pair_can(tiny: dict[str, Path]) -> None:
+    """Without --strategies: every strategy the pair can run; a target with MTP layers and no draft
+    runs mtp and not draft, and the report says what an MTP step costs."""
+    target = str(tiny["qwen35-mtp-agree-target"])
+    args = ["--target", target, "--categories", "chat", "--max-tokens", "8", "--threads", "1", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgespec", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {s["strategy"] for s in report["summaries"]} == {"none", "auto", "mtp", "lookup"}
+    assert report["mtp_cost"] > 0 and report["draft_cost"] is None
+
+
 def test_no_run_copies_from_an_earlier_run(tiny: dict[str, Path]) -> None:
     # The lookup remembers earlier requests; in the bench, the answer `none` just gave to the same
     # prompt would be copied whole and inflate the strategies run after it.
@@ -130,3 +151,30 @@ def test_no_run_copies_from_an_earlier_run(tiny: dict[str, Path]) -> None:
         remembered = pair.generate(prompt.prompt, max_tokens=40, temperature=0, strategy="lookup")
     assert remembered.stats.steps < fresh.stats.steps  # the memory would have made a difference
     assert (bench_run.steps, bench_run.drafted) == (fresh.stats.steps, fresh.stats.drafted)
+
+
+def test_structured_extraction_runs_under_its_schema_and_reports_the_masks_cost(
+    tiny: dict[str, Path],
+) -> None:
+    import jsonschema
+
+    # The tiny models write random text: a schema with short strings, so that every reply ends.
+    schema = {
+        "type": "object",
+        "properties": {"id": {"type": "string", "maxLength": 6}, "n": {"type": "integer", "maximum": 99}},
+        "required": ["id", "n"],
+        "additionalProperties": False,
+    }
+    pair = Pair(tiny["target"], tiny["draft-noisy"], n_ctx=1024, n_threads=1)
+    prompt = BenchPrompt("structured extraction", "tiny", "Extract: id ab12, n 7.", schema=json.dumps(schema))
+    report = run_bench(pair, [prompt], ["auto"], max_tokens=100)
+    assert report.mismatches == []
+    for run in report.runs:
+        text = pair.target.detokenize(run.token_ids)
+        jsonschema.validate(json.loads(text), json.loads(prompt.schema or ""))
+        assert run.masked_rows >= run.steps and run.mask_seconds > 0
+    summary = {(s.category, s.strategy): s for s in report.summaries}
+    assert summary[("all", "auto")].mask_us_per_row > 0
+    assert 0 < summary[("all", "auto")].grammar_share < 1
+    plain = run_bench(pair, load_prompts(["chat"])[:1], ["draft"], max_tokens=8)
+    assert all(r.masked_rows == 0 for r in plain.runs)  # no schema, no constraint

@@ -197,7 +197,7 @@ def test_set_with_a_bad_name_or_value_is_answered_without_leaving(
         chat.command("/set temp hot", "temp must be a number >= 0")
         chat.command("/set top_p 0", "top_p must be a number in (0, 1]")
         chat.command("/set colour blue", "settings: temp, top_k, top_p, min_p, seed, max_tokens, strategy")
-        chat.command("/set strategy fast", "one of auto, draft, lookup, none")
+        chat.command("/set strategy fast", "one of auto, draft, mtp, lookup, none")
         chat.command("/set top_k", "top_k needs a value: an integer >= 0")
         chat.command("/set max_tokens 3", "(max_tokens = 3)")
         assert int(chat.say("hello").group(1)) <= 3

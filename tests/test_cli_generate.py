@@ -102,7 +102,16 @@ def bad_files(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     (d / "notes.gguf").write_text("not a model")
     (d / "cut.gguf").write_bytes(tiny["target"].read_bytes()[:5000])
     (d / "long.txt").write_text("word " * 2000)
-    return {"dir": d, "text": d / "notes.gguf", "cut": d / "cut.gguf", "long": d / "long.txt"}
+    (d / "bad.schema.json").write_text('{"type": "array", "uniqueItems": true}')
+    (d / "bad.gbnf").write_text("start: nothing")
+    return {
+        "dir": d,
+        "text": d / "notes.gguf",
+        "cut": d / "cut.gguf",
+        "long": d / "long.txt",
+        "schema": d / "bad.schema.json",
+        "grammar": d / "bad.gbnf",
+    }
 
 
 CASES = {
@@ -119,6 +128,9 @@ CASES = {
     "prompt longer than context": (["--prompt-file", "{long}", "--ctx-size", "256"], "context holds"),
     "missing prompt file": (["--prompt-file", "{dir}/none.txt"], "none.txt"),
     "no prompt": (["--no-prompt"], "prompt"),
+    "unsupported schema keyword": (["--json-schema", "{schema}"], 'Unimplemented keys: ["uniqueItems"]'),
+    "bad grammar": (["--grammar", "{grammar}"], 'unknown name: "nothing"'),
+    "schema and grammar": (["--json-schema", "{schema}", "--grammar", "{grammar}"], "not both"),
 }
 
 
@@ -138,3 +150,20 @@ def test_bad_input_is_one_clear_line(case: str, tiny: dict[str, Path], bad_files
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and expected in lines[0]
     assert lines[0].startswith("edgespec: error:")
+
+
+def test_json_schema_and_grammar_files_constrain_the_output(tiny: dict[str, Path], tmp_path: Path) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    (tmp_path / "g.gbnf").write_text('root ::= "answer: " ("yes" | "no")')
+    common = ["--target", str(tiny["target"]), "--draft", str(tiny["draft-noisy"]), "--threads", "1"]
+    common += ["--prompt", "hi", "--max-tokens", "40", "--temp", "0", "--json"]
+    out = json.loads(run(*common, "--json-schema", str(tmp_path / "s.json")).stdout.splitlines()[-1])
+    assert isinstance(json.loads(out["text"])["ok"], bool) and out["finish_reason"] == "stop"
+    out = json.loads(run(*common, "--grammar", str(tmp_path / "g.gbnf")).stdout.splitlines()[-1])
+    assert out["text"] in ("answer: yes", "answer: no")

@@ -23,6 +23,7 @@ def env(tmp_path: Path, fake_hub: FakeHub, tiny: dict[str, Path]) -> dict[str, s
     t, d = tiny["target"].read_bytes(), tiny["draft-noisy"].read_bytes()
     fake_hub.add("test/tiny-GGUF", {"tiny-Q8_0.gguf": t, "tiny-F32.gguf": t})
     fake_hub.add("test/tiny-draft-GGUF", {"tiny-draft-Q8_0.gguf": d})
+    fake_hub.add("test/tiny-MTP-GGUF", {"tiny-Q8_0.gguf": tiny["qwen35-mtp-agree-target"].read_bytes()})
     registry = tmp_path / "pairs.toml"
     registry.write_text(
         f'default = "{PAIR}"\n[pairs."{PAIR}"]\ndescription = "tiny test pair"\nlicense = "MIT"\n'
@@ -33,6 +34,8 @@ def env(tmp_path: Path, fake_hub: FakeHub, tiny: dict[str, Path]) -> dict[str, s
         '[pairs.badsha.target]\nrepo = "test/tiny-GGUF"\nfile = "tiny-F32.gguf"\n'
         f'sha256 = "{"0" * 64}"\n'
         '[pairs.badsha.draft]\nrepo = "test/tiny-draft-GGUF"\nfile = "tiny-draft-Q8_0.gguf"\n'
+        '[pairs.tiny-mtp]\ndescription = "a target with its own MTP layer"\nlicense = "MIT"\n'
+        '[pairs.tiny-mtp.target]\nrepo = "test/tiny-MTP-GGUF"\nfile = "tiny-Q8_0.gguf"\n'
     )
     out = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "EDGESPEC_"))}
     out.update(
@@ -146,6 +149,26 @@ def test_models_lists_the_registry_and_what_is_present(env: dict[str, str], tiny
     assert f"* {PAIR}  [present, " in text and "qwen3-8b  [not downloaded]" in text
 
 
+def test_a_target_that_drafts_for_itself_is_a_whole_pair(env: dict[str, str]) -> None:
+    """A curated target with MTP layers and no draft: pulled alone, listed without a draft, and it
+    speculates with no --draft."""
+    pulled = json.loads(edgespec("pull", "tiny-mtp", "--json", env=env).stdout)
+    assert pulled["draft"] is None and Path(pulled["target"]).is_file()
+    listed = {p["name"]: p for p in json.loads(edgespec("models", "--json", env=env).stdout)}
+    assert listed["tiny-mtp"]["present"] and listed["tiny-mtp"]["draft"] is None
+    assert "draft:  (none: the target drafts with its own MTP layers)" in edgespec("models", env=env).stdout
+    args = ("--raw", "--prompt", "hello world", "--max-tokens", "24", "--temp", "0", "--p-min", "0", "--json")
+    proc = edgespec("generate", "--pair", "tiny-mtp", "--strategy", "mtp", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout.splitlines()[-1])["stats"]
+    assert stats["drafted"] > 0 and stats["steps_by_source"]["mtp"] > 0
+    one_line_error(
+        edgespec("generate", "--pair", PAIR, "--strategy", "mtp", *args, env=env),
+        1,
+        "strategy 'mtp' needs a target with MTP layers: tiny-Q8_0.gguf has none",
+    )
+
+
 def test_generate_uses_the_default_pair_without_options(env: dict[str, str]) -> None:
     proc = edgespec(
         "generate", "--prompt", "hello", "--raw", "--max-tokens", "4", "--temp", "0", "--json", env=env
@@ -174,12 +197,14 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
         *("weight_buffers_mib", "offloaded_layers", "step_s", "draft_s", "verify_units"),
         *("lookup_ceiling", "draft_speedup", "forecast", "exact"),
         *("architecture", "rewind", "rollback_depth", "restore_s", "draft_rewind_s"),
+        *("mtp_layers", "mtp_unusable", "mtp_s", "mtp_speedup"),
     }
     assert isinstance(report["gpu_offload"], bool) and report["system_info"]
     assert report["compatible"] is True and report["incompatibility"] is None
     assert report["verify_units"]["1"] == 1.0 and report["draft_s"] > 0
     assert report["architecture"] == "llama" and report["rewind"] == "cache"
     assert report["rollback_depth"] is None and report["restore_s"] == report["draft_rewind_s"] == 0.0
+    assert report["mtp_layers"] == 0 and report["mtp_s"] is report["mtp_speedup"] is None
     assert "lookup can reach up to" in report["forecast"] or "lookup cannot pay" in report["forecast"]
     assert report["model_bytes"] == tiny["target"].stat().st_size + tiny["draft-noisy"].stat().st_size
     assert report["weight_buffers_mib"]  # where llama.cpp put the weights, from its own log
@@ -208,6 +233,18 @@ def test_doctor_says_how_a_hybrid_target_rewinds(env: dict[str, str], tiny: dict
         assert report["restore_s"] > 0 and report["draft_rewind_s"] > 0
         text = edgespec("doctor", "--target", str(target), "--draft", str(draft), env=env)
         assert f"rewind: {arch}: recurrent state " in text.stdout and kind in text.stdout, text.stdout
+
+
+def test_doctor_says_what_a_targets_mtp_layers_cost(env: dict[str, str], tiny: dict[str, Path]) -> None:
+    proc = edgespec("doctor", "--target", str(tiny["qwen35-mtp-target"]), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["mtp_layers"] == 1 and report["mtp_unusable"] is None
+    assert report["mtp_s"] > 0 and report["mtp_speedup"] > 0
+    text = edgespec("doctor", "--target", str(tiny["qwen35-mtp-target"]), env=env)
+    assert "MTP layers: 1: an MTP step " in text.stdout and " of a target step), catching up 8" in text.stdout
+    plain = edgespec("doctor", "--target", str(tiny["qwen35-target"]), env=env)
+    assert "MTP layers: none in this target" in plain.stdout
 
 
 def test_doctor_without_the_models_says_how_to_get_them(env: dict[str, str]) -> None:

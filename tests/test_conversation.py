@@ -78,7 +78,7 @@ def test_settings_accept_good_values(name: str, text: str, value: object) -> Non
         ("min_p", "2", "[0, 1]"),
         ("seed", "x", "integer"),
         ("max_tokens", "0", ">= 1"),
-        ("strategy", "fast", "auto, draft, lookup, none"),
+        ("strategy", "fast", "auto, draft, mtp, lookup, none"),
         ("temperature", "1", "settings: temp, top_k"),
     ],
 )

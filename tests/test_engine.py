@@ -215,7 +215,8 @@ FLAT = {1: 1.0, 2: 1.05, 4: 1.1, 8: 1.2, 16: 1.4, 32: 2.0, 64: 3.0}
 def model_time_planner(pair: Pair, draft_s: float, max_draft: int) -> ModelTimePlanner:
     """auto's planner for ``pair`` on the flat curve, taking copies as sure while short and as
     doubtful after: the draft goes on where a copy stops."""
-    planner = ModelTimePlanner(CostModel(dict(FLAT), draft_s), pair.lookup, pair.draft_model, max_draft)
+    assert pair.draft_model is not None
+    planner = ModelTimePlanner(CostModel(dict(FLAT), draft_s), pair.lookup, [pair.draft_model], max_draft)
     for m in range(1, 200, 3):
         planner.copies.observe([m] * 20, [m < 6] * 20)
     return planner

@@ -31,7 +31,7 @@ def test_defaults_are_llama_cpps_and_512_tokens() -> None:
         ({"seed": "7"}, "seed must be an integer"),
         ({"max_tokens": 0}, "max_tokens must be an integer >= 1"),
         ({"max_tokens": True}, "max_tokens must be an integer"),
-        ({"strategy": "fast"}, "strategy must be one of auto, draft, lookup, none"),
+        ({"strategy": "fast"}, "strategy must be one of auto, draft, mtp, lookup, none"),
         ({"max_draft": DRAFT_LIMIT + 1}, f"max_draft must be an integer in [1, {DRAFT_LIMIT}]"),
         ({"stop": (1,)}, "stop must be strings"),
         ({"temp": 0.5}, "unknown option 'temp'; options: temperature, top_k"),

@@ -44,12 +44,19 @@ class FakeDraft:
     name = "draft"
 
     def __init__(
-        self, confidence: Sequence[float] = (0.9,) * 64, tokens: Sequence[int] = range(1000, 1064)
+        self,
+        confidence: Sequence[float] = (0.9,) * 64,
+        tokens: Sequence[int] = range(1000, 1064),
+        name: str = "draft",
+        continues_copies: bool = True,
     ) -> None:
+        self.name = name
+        self.continues_copies = continues_copies
         self.calls = 0
         self.confidence = list(confidence)
         self.tokens = list(tokens)
         self.histories: list[list[int]] = []
+        self.verified: list[int] = []
 
     def lag(self, history: Sequence[int]) -> int:
         return 2
@@ -65,6 +72,7 @@ class FakeDraft:
     ) -> Proposal:
         self.calls += 1
         self.histories.append(list(history))
+        self.verified.append(len(history) if verified is None else verified)
         n = 0
         while n < k:
             wanted = plan(n, self.confidence[n])
@@ -73,16 +81,19 @@ class FakeDraft:
             n += 1
             if n >= wanted:
                 break
-        return Proposal(self.tokens[:n], "draft", confidence=self.confidence[:n], match=[0] * n)
+        return Proposal(self.tokens[:n], self.name, confidence=self.confidence[:n], match=[0] * n)
 
     def reset(self) -> None:
         pass
 
 
-def planner(costs: CostModel, draft: FakeDraft | None = None) -> tuple[AutoPlanner, FakeDraft]:
+def planner(
+    costs: CostModel, draft: FakeDraft | None = None, *, drafting: bool = True
+) -> tuple[AutoPlanner, FakeDraft]:
+    """auto's planner on ``costs`` with a fake draft model (none when not ``drafting``)."""
     fake = draft or FakeDraft()
     costs = CostModel(dict(costs.verify_s), costs.draft_s)  # a copy: planners learn costs as they go
-    p = AutoPlanner(costs, PromptLookup(), fake, max_draft=16)  # type: ignore[arg-type]
+    p = AutoPlanner(costs, PromptLookup(), [fake] if drafting else [], max_draft=16)
     p.begin()
     p.propose([1], 8, GREEDY, RNG)  # the first step of a generation never speculates
     return p, fake
@@ -111,21 +122,21 @@ def test_first_step_is_the_target_alone() -> None:
 
 def test_cpu_curve_never_pays_for_a_draft_model_even_at_high_acceptance() -> None:
     p, fake = planner(CPU, FakeDraft([0.999] * 64))
-    teach(p.confidence, 0.999, 1.0)
+    teach(p.drafters[0].confidence, 0.999, 1.0)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.tokens == [] and fake.calls == 0
 
 
 def test_flat_curve_uses_the_draft_model() -> None:
     p, _fake = planner(GPU)
-    teach(p.confidence, 0.9, 0.8)
+    teach(p.drafters[0].confidence, 0.9, 0.8)
     proposal = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert proposal.source == "draft" and len(proposal.tokens) >= 3
 
 
 def test_flat_curve_drops_a_draft_that_is_never_right() -> None:
     p, fake = planner(GPU)
-    teach(p.confidence, 0.9, 0.0)
+    teach(p.drafters[0].confidence, 0.9, 0.0)
     assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == [] and fake.calls == 0
 
 
@@ -161,7 +172,7 @@ def test_calibration_learns_what_a_confidence_is_worth() -> None:
     first = p.propose([5, 6, 7, 8], 16, GREEDY, RNG)
     assert len(first.tokens) > 4  # a prior that trusts the draft's word: 0.5 is kept half the time
     for _ in range(100):  # but guesses at 0.5 are nearly always rejected, those at 0.97 kept
-        p.confidence.observe([0.97, 0.97, 0.97, 0.97, 0.5], [True, True, True, True, False])
+        p.drafters[0].confidence.observe([0.97, 0.97, 0.97, 0.97, 0.5], [True, True, True, True, False])
     assert len(p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens) == 4
 
 
@@ -171,8 +182,7 @@ def copy_history(n: int = 80) -> list[int]:
 
 
 def test_cpu_curve_takes_long_lookups_where_the_curve_steps() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     for m in (16, 24, 32, 48, 64, 96):
         teach(p.copies, m, 0.995)
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
@@ -184,8 +194,7 @@ def test_cpu_curve_takes_long_lookups_where_the_curve_steps() -> None:
 
 
 def test_copies_are_judged_by_how_far_they_have_been_kept() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     for m in (1, 2, 3, 4, 6):
         teach(p.copies, m, 0.2)  # copies fail where they start
     for m in (8, 12, 16, 24, 32, 48, 64):
@@ -195,23 +204,20 @@ def test_copies_are_judged_by_how_far_they_have_been_kept() -> None:
 
 
 def test_cpu_curve_stops_looking_up_when_copies_are_rejected() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     for m in range(1, 40):
         teach(p.copies, m, 0.2)
     assert p.propose(copy_history(), 63, GREEDY, RNG).tokens == []
 
 
 def test_an_unproven_lookup_is_tried_briefly() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     proposal = p.propose(copy_history(), 63, GREEDY, RNG)
     assert proposal.source == "lookup" and 1 <= len(proposal.tokens) <= 4
 
 
 def test_learning_from_observations() -> None:
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     history = copy_history()
     for _ in range(60):  # every lookup guess is kept: the planner grows bolder
         proposal = p.propose(history, 63, GREEDY, RNG)
@@ -240,7 +246,7 @@ def test_calibration_counts_only_judged_guesses_and_decays() -> None:
 def test_every_proposal_respects_max_k() -> None:
     for costs in (CPU, HEAVY, GPU):
         p, _ = planner(costs, FakeDraft([0.999] * 64))
-        teach(p.confidence, 0.999, 1.0)
+        teach(p.drafters[0].confidence, 0.999, 1.0)
         for m in range(1, 64):
             teach(p.copies, m, 1.0)
         for max_k in (1, 2, 3, 5, 8):
@@ -249,7 +255,7 @@ def test_every_proposal_respects_max_k() -> None:
 
 def test_a_copy_that_turns_doubtful_goes_on_with_the_draft() -> None:
     p, fake = planner(HEAVY, FakeDraft([0.99] * 64))
-    teach(p.confidence, 0.99, 0.95)
+    teach(p.drafters[0].confidence, 0.99, 0.95)
     for m in range(2, 10):
         teach(p.copies, m, 0.99)
     for m in (12, 16, 24, 32):
@@ -260,8 +266,26 @@ def test_a_copy_that_turns_doubtful_goes_on_with_the_draft() -> None:
     copied = [108, 109, 1, 2]  # matched 8 to 11 tokens
     assert proposal.tokens[:4] == copied and proposal.tokens[4:] == fake.tokens[: len(proposal.tokens) - 4]
     assert fake.histories[-1] == [*history, *copied]  # the draft goes on from the copied text
+    assert fake.verified[-1] == len(history)  # of which only the history is verified
     assert list(proposal.match[:4]) == [8, 9, 10, 11] and not any(proposal.match[4:])
     assert len(proposal.tokens) <= 12
+
+
+def test_a_copy_goes_on_only_with_a_drafter_that_can_read_unverified_text() -> None:
+    # The MTP layers read each token with the target's row for it: a copied guess has none yet.
+    p, draft, mtp = two_drafters(0.0005, HEAVY)
+    teach(p.drafters[0].confidence, 0.9, 0.7)
+    teach(p.drafters[1].confidence, 0.9, 0.8)  # worth more than the draft model, less than the copy
+    for m in range(2, 10):
+        teach(p.copies, m, 0.99)
+    for m in (12, 16, 24, 32):
+        teach(p.copies, m, 0.05)
+    history = [*range(100, 110), 1, 2, *range(100, 108)]
+    assert p.propose(history, 12, GREEDY, RNG).source == "lookup+draft"
+    assert mtp.calls == 0
+    p.drafters = [p.drafters[1]]  # the MTP layers alone
+    assert p.propose(history, 12, GREEDY, RNG).source == "lookup"
+    assert mtp.calls == 0 and draft.calls == 1
 
 
 def test_a_draft_that_meets_an_earlier_span_goes_on_by_copying() -> None:
@@ -270,7 +294,7 @@ def test_a_draft_that_meets_an_earlier_span_goes_on_by_copying() -> None:
         HEAVY, FakeDraft([0.99, 0.99, 0.99, 0.3] + [0.3] * 60, tokens=[100, 101, 102, 7] + [7] * 60)
     )
     for _ in range(100):
-        p.confidence.observe([0.99, 0.99, 0.99, 0.3], [True, True, True, False])
+        p.drafters[0].confidence.observe([0.99, 0.99, 0.99, 0.3], [True, True, True, False])
     for m in range(2, 40):
         teach(p.copies, m, 0.98)
     history = [*range(100, 130), 1, 2]
@@ -310,7 +334,7 @@ def test_a_draft_written_off_is_tried_within_a_bounded_cost() -> None:
 def test_auto_learns_that_a_draft_it_wrote_off_is_kept() -> None:
     p, _ = planner(HEAVY, FakeDraft([0.9] * 64))
     for _ in range(100):
-        p.confidence.observe([0.9], [False])  # what it believed: the draft is never right
+        p.drafters[0].confidence.observe([0.9], [False])  # what it believed: the draft is never right
     assert run(p, 1, kept=0.95)[0].tokens == []
     steps = run(p, 1500, kept=0.95)  # but now nearly every guess is kept: tries find out
     assert sum(s.source == "draft" for s in steps[-100:]) > 90
@@ -320,8 +344,7 @@ def test_auto_learns_that_a_draft_it_wrote_off_is_kept() -> None:
 def test_a_slow_recent_rate_does_not_make_auto_bolder() -> None:
     # After a run of failed guesses generation ran slower than the target alone would; weighing
     # options at that rate would make every long guess look cheap.
-    p, _ = planner(CPU, None)
-    p.draft = None
+    p, _ = planner(CPU, drafting=False)
     at_target_rate = p.propose(copy_history(), 63, GREEDY, RNG).tokens
     p.rate = 0.3 / STEP
     assert p.propose(copy_history(), 63, GREEDY, RNG).tokens == at_target_rate
@@ -365,7 +388,8 @@ def test_a_recurrent_drafts_rewind_is_charged_with_its_catching_up() -> None:
     costs = CostModel(dict(HEAVY.verify_s), 0.02, draft_rewind_s=0.003)
     base = CostModel(dict(HEAVY.verify_s), 0.02)
     for lag in (1, 2, 40):
-        assert catch_up_s(costs, lag) == pytest.approx(catch_up_s(base, lag) + 0.003)
+        charged, plain = (catch_up_s(c.draft_batch, lag, c.draft_rewind_s) for c in (costs, base))
+        assert charged == pytest.approx(plain + 0.003)
 
 
 def test_pending_tokens_price_the_batch_they_start() -> None:
@@ -379,3 +403,58 @@ def test_pending_tokens_price_the_batch_they_start() -> None:
     history = [*range(100, 130), 1, 2, *range(100, 110)]
     assert 0 < len(p.propose(history, 16, GREEDY, RNG, n_pending=1).tokens) <= 7
     assert p.propose(history, 16, GREEDY, RNG, n_pending=8).tokens == []
+
+
+def two_drafters(mtp_step_s: float, curve: CostModel = GPU) -> tuple[AutoPlanner, FakeDraft, FakeDraft]:
+    """auto on ``curve`` with its draft model and the target's MTP layers (``mtp_step_s`` a guess,
+    their catching up nearly flat)."""
+    batch = {1: mtp_step_s, 2: 1.1 * mtp_step_s, 8: 1.5 * mtp_step_s, 64: 4 * mtp_step_s}
+    costs = CostModel(dict(curve.verify_s), curve.draft_s, mtp_batch_s=batch)
+    draft, mtp = FakeDraft(), FakeDraft(tokens=range(2000, 2064), name="mtp", continues_copies=False)
+    p = AutoPlanner(costs, PromptLookup(), [draft, mtp], max_draft=16)
+    p.begin()
+    p.propose([1], 8, GREEDY, RNG)
+    return p, draft, mtp
+
+
+def test_auto_weighs_each_drafter_on_its_own_costs_and_keep_rates() -> None:
+    p, _, _ = two_drafters(0.0005)
+    d, m = p.drafters
+    assert (d.name, m.name) == ("draft", "mtp") and m.step_s == 0.0005
+    teach(d.confidence, 0.9, 0.8)
+    teach(m.confidence, 0.9, 0.8)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).source == "mtp"  # as sure, and cheaper
+    teach(m.confidence, 0.9, 0.05)  # creative text: the MTP layers are seldom kept
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).source == "draft"
+    teach(d.confidence, 0.9, 0.0)
+    teach(m.confidence, 0.9, 0.0)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).tokens == []  # neither is kept: no guess
+
+
+def test_a_drafter_as_sure_but_dearer_is_passed_over() -> None:
+    p, _, _ = two_drafters(0.005)  # an MTP guess costs half a target step, a draft guess 0.2
+    for drafter in p.drafters:
+        teach(drafter.confidence, 0.9, 0.8)
+    assert p.propose([5, 6, 7, 8], 16, GREEDY, RNG).source == "draft"
+
+
+def test_each_drafters_guesses_teach_only_its_own_calibration() -> None:
+    p, _, _ = two_drafters(0.0005)
+    d, m = p.drafters
+    before = d.confidence.tried_all
+    p.observe(Proposal([1, 2, 3], "mtp", None, [0.9, 0.9, 0.9], [0, 0, 0]), 1, 0.0, 0.01)
+    assert m.confidence.tried_all == pytest.approx(2.0, rel=0.05)  # the kept guess and the rejected one
+    assert d.confidence.tried_all == pytest.approx(before * 0.998)  # only aged
+    p.observe(Proposal([1, 2], "lookup+mtp", None, [0.0, 0.9], [5, 0]), 2, 0.0, 0.01)
+    assert m.confidence.tried_all > 2.5 and d.confidence.tried_all < 0.01
+
+
+def test_auto_learns_to_stop_guessing_with_a_drafter_never_kept() -> None:
+    """Random MTP weights (an MTP guess 0.2 of a step), on the heavy target's curve where they would
+    pay if kept: every guess is wrong, so after trying them auto drafts nothing, save its tries."""
+    p, _, _ = two_drafters(0.2 * HEAVY.verify(1), HEAVY)
+    p.drafters = p.explorer.drafters = [p.drafters[1]]  # the MTP layers alone
+    steps = run(p, 1000, kept=0.0)
+    assert sum(bool(s.tokens) for s in steps[:20]) >= 2  # an unproven drafter is tried
+    # then seldom: tries paid from 1 % of the time, a few guesses each
+    assert sum(bool(s.tokens) for s in steps[200:]) <= 24

@@ -77,10 +77,31 @@ def test_the_hybrid_pairs_are_there() -> None:
     assert all_pairs["qwen3.5-9b"].draft == all_pairs["qwen3.6-27b"].draft
 
 
+def test_the_mtp_targets_are_there() -> None:
+    """Targets that draft with their own MTP layers, from Unsloth's -MTP-GGUF repos; one with a draft
+    model too, so that auto weighs both."""
+    expected = {
+        "qwen3.5-4b-mtp": ("Qwen3.5-4B-MTP-GGUF", None),
+        "qwen3.5-9b-mtp": ("Qwen3.5-9B-MTP-GGUF", None),
+        "qwen3.6-27b-mtp": ("Qwen3.6-27B-MTP-GGUF", "Qwen3.5-0.8B"),
+        "qwen3.6-35b-a3b-mtp": ("Qwen3.6-35B-A3B-MTP-GGUF", None),
+    }
+    all_pairs = pairs()
+    for name, (repo, draft) in expected.items():
+        pair = all_pairs[name]
+        assert pair.target.repo == f"unsloth/{repo}" and "own MTP layer" in pair.description
+        assert re.search(r"q4_k_m", pair.target.file, re.IGNORECASE)
+        assert pair.target.size is None and pair.target.sha256 is None  # nothing checked them here
+        if draft is None:
+            assert pair.draft is None and pair.model("draft") is None and "no draft model" in pair.description
+        else:
+            assert pair.draft == all_pairs["qwen3.6-27b"].draft and draft in pair.draft.file
+
+
 def test_every_entry_is_well_formed() -> None:
     for pair in pairs().values():
         assert pair.description and pair.license
-        for ref in (pair.target, pair.draft):
+        for ref in (pair.target, *([pair.draft] if pair.draft else [])):
             assert re.fullmatch(r"[\w.-]+/[\w.-]+-GGUF", ref.repo), ref.repo
             assert ref.file.endswith(".gguf") and re.search(r"q4_k_m|q8_0", ref.file, re.IGNORECASE)
             assert ref.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", ref.sha256)
@@ -104,7 +125,8 @@ def test_user_pairs_add_and_override(tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
     monkeypatch.setenv("EDGESPEC_PAIRS", str(extra))
     assert default_pair().name == "mine"
-    assert get_pair("mine").draft.size == 3
+    draft = get_pair("mine").draft
+    assert draft is not None and draft.size == 3
     assert "qwen2.5-coder-1.5b" in pairs()
 
 
@@ -113,8 +135,8 @@ def test_user_pairs_add_and_override(tmp_path: Path, monkeypatch: pytest.MonkeyP
     [
         ("[pairs.x", "is not valid TOML"),
         (
-            '[pairs.x]\ndescription = "d"\n[pairs.x.target]\nrepo = "a/b"\nfile = "f.gguf"\n',
-            "needs a target and a draft",
+            '[pairs.x]\ndescription = "d"\n[pairs.x.draft]\nrepo = "a/b"\nfile = "f.gguf"\n',
+            "every pair needs a target",
         ),
         (
             '[pairs.x.target]\nrepo = "a/b"\n[pairs.x.draft]\nrepo = "a/b"\nfile = "f"\n',

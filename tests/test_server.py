@@ -230,6 +230,37 @@ def test_strategies_agree_and_speculate(client: openai.OpenAI, pair: Pair) -> No
     assert len(set(texts.values())) == 1, texts
 
 
+def test_mtp_guesses_count_in_the_timings(tiny: dict[str, Path]) -> None:
+    """A target with MTP layers and no draft: ``strategy: mtp`` guesses, counted in ``draft_n``; a
+    target without them refuses it with a 400 saying so."""
+    with Pair(tiny["qwen35-mtp-agree-target"], n_ctx=512, n_threads=1, p_min=0.0) as loaded:
+        running = _serve(loaded)
+        try:
+            client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+            texts = {}
+            for strategy in ("none", "mtp"):
+                reply = client.completions.create(
+                    model=MODEL,
+                    prompt="hello world",
+                    max_tokens=30,
+                    temperature=0,
+                    extra_body={"strategy": strategy},
+                )
+                texts[strategy], timings = reply.choices[0].text, _timings(reply)
+            assert 0 < timings["draft_n_accepted"] < timings["draft_n"]
+            assert texts["mtp"] == texts["none"]
+        finally:
+            running.stop()
+    with Pair(tiny["qwen35-target"], n_ctx=512, n_threads=1) as plain:
+        running = _serve(plain)
+        try:
+            body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, "strategy": "mtp"}
+            error = _assert_openai_error(_post(running, "/v1/completions", body), 400)
+            assert "needs a target with MTP layers" in error["message"]
+        finally:
+            running.stop()
+
+
 @pytest.mark.parametrize("field", ["max_draft", "speculative.n_max"])
 def test_draft_length_cap(tiny: dict[str, Path], field: str) -> None:
     # With p_min 0 the identical draft always guesses as many tokens as it may, and every guess is

@@ -13,10 +13,13 @@ from rich.table import Table
 
 from edgespec.bench import BenchReport, Run, acceptance_by_position, load_prompts, run_bench
 from edgespec.cli.options import load_pair, model_options
-from edgespec.generate import STRATEGIES
+from edgespec.errors import InvalidParameterError
+from edgespec.generate import STRATEGIES, Pair
 
 
-def _strategies(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
+def _strategies(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str]:
+    if value is None:
+        return []  # every one the pair can run
     names = [s.strip() for s in value.split(",") if s.strip()]
     bad = [s for s in names if s not in STRATEGIES]
     if bad or not names:
@@ -24,6 +27,14 @@ def _strategies(_ctx: click.Context, _param: click.Parameter, value: str) -> lis
             f"{', '.join(bad) or 'nothing'} is not a strategy; use {', '.join(STRATEGIES)}"
         )
     return names
+
+
+def _runs(pair: Pair, strategy: str) -> bool:
+    try:
+        pair.check_strategy(strategy)
+    except InvalidParameterError:
+        return False
+    return True
 
 
 def _categories(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -39,10 +50,9 @@ def _categories(_ctx: click.Context, _param: click.Parameter, value: tuple[str, 
 @model_options
 @click.option(
     "--strategies",
-    default="none,auto,draft,lookup",
-    show_default=True,
     callback=_strategies,
-    help="Comma-separated strategies to compare; none is always included.",
+    help="Comma-separated strategies to compare; none is always included "
+    "[default: every one the pair can run: none, auto, draft, mtp, lookup].",
 )
 @click.option(
     "--category",
@@ -90,6 +100,7 @@ def bench(
         )
 
     with load_pair(**options) as pair:
+        strategies = strategies or [s for s in ("none", "auto", "draft", "mtp", "lookup") if _runs(pair, s)]
         report = run_bench(pair, prompts, strategies, max_tokens, repeats, progress)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report)))
@@ -116,10 +127,19 @@ def _print_table(report: BenchReport) -> None:
         )
     console = Console()
     console.print(table)
+    for s in report.summaries:
+        if s.category == "all" and s.mask_us_per_row:
+            console.print(
+                f"constraint under {s.strategy}: {s.mask_us_per_row:g} us masking a verified row, "
+                f"{s.grammar_us_per_step:g} us a step in all, {s.grammar_share:.2%} of the decode time",
+                highlight=False,
+            )
     curve = ", ".join(f"{n}: {c:g}" for n, c in report.cost_curve.items())
     console.print(f"verification cost (single steps) by batch size: {curve}", highlight=False)
     if report.draft_cost is not None:
         console.print(f"draft model cost per token: {report.draft_cost:g} of a target step", highlight=False)
+    if report.mtp_cost is not None:
+        console.print(f"MTP layers' cost per token: {report.mtp_cost:g} of a target step", highlight=False)
     mode = "exact mode" if report.exact else "default mode"
     console.print(
         f"greedy outputs identical to the target alone ({mode}): {report.n_identical} of {report.n_compared}",

@@ -242,6 +242,7 @@ class ChatUI:
     def _banner(self) -> None:
         pair = self.conversation.pair
         models = pair.target.path.name + (f" + draft {pair.draft.path.name}" if pair.draft else "")
+        models += " (with its MTP layers)" if pair.mtp_draft else ""
         self.note(f"edgespec chat · {models} · {pair.n_ctx}-token context · /help, Ctrl-D to leave")
         if self.show_draft and self.console.is_terminal and not self.console.no_color:
             self.console.print("green", style=DRAFT_STYLE, end="")

@@ -59,6 +59,28 @@ def rewind_line(loaded: Loaded) -> str:
     return line
 
 
+def mtp_line(loaded: Loaded) -> str:
+    """Whether the target has MTP layers, what an MTP step and its catching up cost, and what they
+    can reach at the forecast's acceptance."""
+    if not loaded.mtp_layers:
+        return "none in this target (it cannot draft for itself)"
+    if loaded.mtp_unusable is not None:
+        return f"{loaded.mtp_layers}, unused: {loaded.mtp_unusable}"
+    cost, step_s, f = loaded.costs.drafting("mtp"), loaded.costs.verify(1), loaded.forecast
+    if cost is None or f.mtp_typical is None:
+        return f"{loaded.mtp_layers} (not measured)"
+    reach = (
+        f"can reach about {f.mtp_typical.speedup:.1f} x at {f.acceptance:.0%} acceptance"
+        if f.mtp_typical.pays
+        else f"cannot pay here even at {f.acceptance:.0%} acceptance"
+    )
+    return (
+        f"{loaded.mtp_layers}: an MTP step {cost.step_s * 1000:.2f} ms ({cost.step_s / step_s:.2f} of a "
+        f"target step), catching up 8 tokens {cost.batch_s(8) * 1000:.2f} ms; they {reach} "
+        "(--strategy mtp, or auto)"
+    )
+
+
 def _no_draft_because(d: Diagnosis) -> str:
     has_draft = d.models is not None and d.models.draft is not None
     return "the draft cannot be used with this target" if has_draft else "no draft model given"
@@ -75,6 +97,7 @@ def as_json(d: Diagnosis) -> dict[str, Any]:
         out.update(target=str(m.target), draft=draft, model_bytes=m.model_bytes, fits=m.fits)
     if d.loaded is not None:
         loaded, costs, typical = d.loaded, d.loaded.costs, d.loaded.forecast.draft_typical
+        mtp, mtp_typical = costs.drafting("mtp"), loaded.forecast.mtp_typical
         has_draft = d.models is not None and d.models.draft is not None
         out.update(
             compatible=loaded.incompatibility is None if has_draft else None,
@@ -89,6 +112,10 @@ def as_json(d: Diagnosis) -> dict[str, Any]:
             rollback_depth=costs.native_depth,
             restore_s=costs.restore_s,
             draft_rewind_s=costs.draft_rewind_s,
+            mtp_layers=loaded.mtp_layers,
+            mtp_unusable=loaded.mtp_unusable,
+            mtp_s=mtp.step_s if mtp is not None else None,
+            mtp_speedup=round(mtp_typical.speedup, 2) if mtp_typical is not None else None,
             lookup_ceiling=round(loaded.forecast.lookup.speedup, 2),
             draft_speedup=round(typical.speedup, 2) if typical is not None else None,
             forecast=forecast_line(loaded.forecast, _no_draft_because(d)),
@@ -155,6 +182,7 @@ def _print(d: Diagnosis) -> None:
     curve = "  ".join(f"{n}: {u:g}" for n, u in costs.relative().items())
     click.echo(f"verifying n tokens costs (in single steps): {curve}")
     click.echo(f"rewind: {rewind_line(loaded)}")
+    click.echo(f"MTP layers: {mtp_line(loaded)}")
     click.echo(f"forecast: {forecast_line(loaded.forecast, _no_draft_because(d))}")
     if d.exact is not None:
         click.echo(f"exact mode (--exact): {_exact_line(d.exact)}")

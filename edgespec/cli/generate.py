@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from edgespec.cli.options import generation_options, load_pair, model_options, sampling_options
+from edgespec.constraint import Constraint
+from edgespec.errors import ConstraintError
 
 
 @click.command()
@@ -23,6 +25,17 @@ from edgespec.cli.options import generation_options, load_pair, model_options, s
 @click.option("--raw", is_flag=True, help="Send the prompt as is, without the chat template.")
 @click.option("--system", help="A system message (chat mode only).")
 @click.option("--stop", multiple=True, help="Stop when this text appears (repeatable).")
+@click.option(
+    "--json-schema",
+    "json_schema",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The output is JSON valid under the JSON schema in this file.",
+)
+@click.option(
+    "--grammar",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The output follows the grammar in this file (GBNF, as llama.cpp's, or Lark).",
+)
 @sampling_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on the last line instead of text."
@@ -33,6 +46,8 @@ def generate(
     raw: bool,
     system: str | None,
     stop: tuple[str, ...],
+    json_schema: Path | None,
+    grammar: Path | None,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -47,7 +62,7 @@ def generate(
     assert prompt is not None
     if raw and system:
         raise click.UsageError("--system needs the chat template; it cannot go with --raw")
-    generation = generation_options(options).replace(stop=stop)
+    generation = generation_options(options).replace(stop=stop, constraint=_constraint(json_schema, grammar))
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}
     ]
@@ -79,3 +94,20 @@ def generate(
         )
     elif not result.text.endswith("\n"):
         sys.stdout.write("\n")
+
+
+def _constraint(json_schema: Path | None, grammar: Path | None) -> Constraint | None:
+    """The constraint the files give (one at most); checked before any model is loaded."""
+    if json_schema is not None and grammar is not None:
+        raise click.UsageError("give --json-schema or --grammar, not both")
+    path = json_schema or grammar
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"cannot read {path}: {exc}") from exc
+    try:
+        return Constraint.json_schema(text) if json_schema else Constraint.grammar(text)
+    except ConstraintError as exc:
+        raise ConstraintError(f"{path}: {exc}") from None

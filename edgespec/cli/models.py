@@ -33,5 +33,6 @@ def models(as_json: bool) -> None:
         click.echo(f"    {s.pair.description}")
         click.echo(f"    license: {s.pair.license}")
         click.echo(f"    target: {_file(s.target)}")
-        click.echo(f"    draft:  {_file(s.draft)}")
+        mtp = "(none: the target drafts with its own MTP layers)"
+        click.echo(f"    draft:  {_file(s.draft) if s.draft is not None else mtp}")
     click.echo("\n* default pair. Fetch one with `edgespec pull NAME`; use it with --pair NAME.")

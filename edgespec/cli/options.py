@@ -47,14 +47,14 @@ def model_options(f: F) -> F:
                 type=click.IntRange(1, DRAFT_LIMIT),
                 default=16,
                 show_default=True,
-                help="Most tokens guessed per step by the draft and lookup strategies.",
+                help="Most tokens guessed per step by the draft, mtp and lookup strategies.",
             ),
             click.option(
                 "--p-min",
                 type=click.FloatRange(0, 1),
                 default=0.75,
                 show_default=True,
-                help="The draft stops guessing when its top probability falls below this.",
+                help="The draft (and mtp) stops guessing when its top probability falls below this.",
             ),
             click.option(
                 "--exact",

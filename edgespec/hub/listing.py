@@ -40,18 +40,22 @@ class PairStatus:
     pair: PairSpec
     is_default: bool
     target: LocalModel
-    draft: LocalModel
+    draft: LocalModel | None
+    """None for a target that drafts with its own MTP layers."""
 
     @property
     def present(self) -> bool:
-        """Both files are on disk."""
-        return self.target.path is not None and self.draft.path is not None
+        """Every file of the pair is on disk."""
+        return all(m.path is not None for m in self._models())
 
     @property
     def size(self) -> int | None:
-        """Bytes on disk of the present files (None when neither is)."""
-        sizes = [m.size for m in (self.target, self.draft) if m.size is not None]
+        """Bytes on disk of the present files (None when none is)."""
+        sizes = [m.size for m in self._models() if m.size is not None]
         return sum(sizes) if sizes else None
+
+    def _models(self) -> list[LocalModel]:
+        return [self.target, *([self.draft] if self.draft is not None else [])]
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready fields."""
@@ -62,7 +66,7 @@ class PairStatus:
             "license": self.pair.license,
             "present": self.present,
             "target": self.target.to_dict(),
-            "draft": self.draft.to_dict(),
+            "draft": self.draft.to_dict() if self.draft is not None else None,
         }
 
 
@@ -74,7 +78,7 @@ def list_models() -> list[PairStatus]:
             p,
             name == default,
             LocalModel(p.target, local_file(p.target)),
-            LocalModel(p.draft, local_file(p.draft)),
+            LocalModel(p.draft, local_file(p.draft)) if p.draft is not None else None,
         )
         for name, p in pairs().items()
     ]

@@ -80,7 +80,12 @@ def resolve_model(
             check_gguf(parsed)  # says precisely what is wrong: missing, or a directory
         return parsed
     if isinstance(parsed, PairSpec):
-        return fetch_ref(parsed.model(role), revision=revision, download=download)
+        ref = parsed.model(role)
+        if ref is None:
+            raise DownloadError(
+                f"pair {parsed.name!r} has no {role}: its target drafts with its own MTP layers"
+            )
+        return fetch_ref(ref, revision=revision, download=download)
     return fetch_hub(parsed, revision=revision, download=download)
 
 
@@ -111,12 +116,9 @@ def resolve_pair(
             if target
             else fetch_ref(chosen.target, revision=revision, download=download)
         )
-        d = (
-            resolve_model(draft, role="draft", revision=revision, download=download)
-            if draft
-            else fetch_ref(chosen.draft, revision=revision, download=download)
-        )
-        return t, d
+        if draft:
+            return t, resolve_model(draft, role="draft", revision=revision, download=download)
+        return t, fetch_ref(chosen.draft, revision=revision, download=download) if chosen.draft else None
     assert target is not None
     only = resolve_model(target, role="target", revision=revision, download=download)
     if draft is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,6 +78,17 @@ def _batch(n: int) -> Any:
     return batch
 
 
+DecodeHook = Callable[["Context", int, int], None]
+_DECODE_HOOKS: weakref.WeakKeyDictionary[Context, DecodeHook] = weakref.WeakKeyDictionary()
+
+
+def on_decode(ctx: Context, hook: DecodeHook) -> None:
+    """Call ``hook(ctx, pos, n)`` after each chunk of ``n`` tokens at ``pos`` that ``ctx`` decodes,
+    while llama.cpp's outputs of that chunk are readable (:class:`~edgespec.llama.HiddenRows` keeps
+    the target's hidden rows so)."""
+    _DECODE_HOOKS[ctx] = hook
+
+
 def _decode_chunk(ctx: Context, tokens: Sequence[int], pos: int, first_out: int) -> int:
     """One ``llama_decode`` of at most ``n_batch`` tokens, logits from row ``first_out`` on."""
     batch = ctx._batch
@@ -85,7 +97,11 @@ def _decode_chunk(ctx: Context, tokens: Sequence[int], pos: int, first_out: int)
         batch.pos[i] = pos + i
         batch.logits[i] = i >= first_out
     batch.n_tokens = len(tokens)
-    return int(C.llama_decode(ctx._ptr, batch))
+    ret = int(C.llama_decode(ctx._ptr, batch))
+    hook = _DECODE_HOOKS.get(ctx)
+    if ret == 0 and hook is not None:
+        hook(ctx, pos, len(tokens))
+    return ret
 
 
 def _decode_chunks(ctx: Context, tokens: Sequence[int], pos: int, n_logits: int) -> int:

@@ -23,17 +23,23 @@ class Model:
         *,
         n_gpu_layers: int = 0,
         repack: bool = True,
+        load_mtp: bool = False,
         progress: Callable[[float], None] | None = None,
     ) -> None:
         """``repack`` lets llama.cpp repack weights into its faster CPU layouts ("extra buffer
-        types"); their kernels change with the batch size, so exact mode turns it off.
-        ``progress`` is called with the share loaded so far (0 to 1) as llama.cpp reads the file."""
+        types"); their kernels change with the batch size, so exact mode turns it off. ``load_mtp``
+        also loads the MTP layers a model has (:mod:`edgespec.llama.mtp`), where this
+        llama-cpp-python can load them. ``progress`` is called with the share loaded so far (0 to
+        1) as llama.cpp reads the file."""
         self._ptr: Any = None
         self.path = check_gguf(path)
         init_backend()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_extra_bufts = repack
+        mtp_loaded = load_mtp and "load_mtp" in dict(C.llama_model_params._fields_)
+        if mtp_loaded:
+            params.load_mtp = True
         caught: list[BaseException] = []
         if progress is not None:
             # Referenced until loading returns, which is as long as llama.cpp keeps the pointer.
@@ -60,6 +66,11 @@ class Model:
         self.recurrent: bool = bool(C.llama_model_is_recurrent(ptr) or C.llama_model_is_hybrid(ptr))
         """Whether some layers keep a recurrent state (Mamba, DeltaNet, short convolutions...), which
         cannot be cut back to an arbitrary position like a KV cache."""
+        nextn = getattr(C, "llama_model_n_layer_nextn", None)
+        self.n_layer_nextn: int = int(nextn(ptr)) if nextn else 0
+        """MTP (NextN) layers in the file, loaded or not."""
+        self.mtp_loaded = mtp_loaded and self.n_layer_nextn > 0
+        """Whether the MTP layers were loaded (an MTP context may be made on this model)."""
         # llama_vocab_is_eog is a C call per token; the engine checks every emitted token.
         self._eog_cache: dict[int, bool] = {}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from edgespec import __version__
+from edgespec import __version__, toolcalls
 from edgespec.errors import EdgespecError, InvalidParameterError
 from edgespec.generate import Generation, Pair, Prompt, Result
 from edgespec.messages import check_messages
@@ -30,7 +30,10 @@ from edgespec.server import errors
 from edgespec.server.errors import APIError
 from edgespec.server.responses import Reply
 from edgespec.server.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from edgespec.server.structured import request_constraint, request_tools
 from edgespec.server.worker import Job, Message, QueueFullError, Started, Worker
+from edgespec.toolcalls import Splitter
+from edgespec.tools import Tools
 
 POLL_S = 0.2
 """How often a request waiting for its generation checks that its client is still there."""
@@ -143,13 +146,15 @@ class _Server:
         }
 
     def options(self, body: GenerationRequest) -> GenerationOptions:
-        """The generation options of a request."""
-        return request_options(body, self.config.defaults, self.config.max_tokens_limit)
+        """The generation options of a request, its constraint included."""
+        options = request_options(body, self.config.defaults, self.config.max_tokens_limit)
+        return options.replace(constraint=request_constraint(body))
 
     async def answer(self, request: Request, body: GenerationRequest, prompt: Prompt | list[int]) -> Response:
         """Run a generation and answer with it, whole or streamed."""
         self.check_model(body.model)
-        start = _starter(prompt, self.options(body))
+        tools = request_tools(body)
+        start = _starter(prompt, self.options(body), tools)
         reply = Reply(self.config.model_id, chat=isinstance(body, ChatCompletionRequest))
         job = Job(start, asyncio.get_running_loop(), stream=bool(body.stream), id=reply.id)
         try:
@@ -165,7 +170,8 @@ class _Server:
         try:
             _raise_failure(await _receive(request, job))  # prefilled, or refused
             if body.stream:
-                events = _stream(job, reply, body.include_usage())
+                splitter = _splitter(self.pair, tools)
+                events = _stream(job, reply, body.include_usage(), splitter)
                 # The background task stops the generation even if the stream never started.
                 return EventSourceResponse(events, sep="\n", ping=15, background=BackgroundTask(job.cancel))
             return JSONResponse(reply.whole(await _result(request, job)))
@@ -212,7 +218,8 @@ def request_options(
     OpenAI's conventions are translated first: ``top_p`` 0 is the top token alone, a negative seed
     is llama-server's (-1: random).
     """
-    given = {name: getattr(body, name) for name in RULES if getattr(body, name, None) is not None}
+    derived = ("tools", "constraint")  # from OpenAI's own shapes: request_tools, request_constraint
+    given = {n: getattr(body, n) for n in RULES if n not in derived and getattr(body, n, None) is not None}
     given["stop"] = tuple(body.stop_strings())
     if given.get("top_p") == 0:  # the smallest set holding no mass: the top token alone
         given["temperature"], given["top_p"] = 0.0, 1.0
@@ -249,17 +256,26 @@ def _token_ids(tokens: list[int], n_vocab: int) -> list[int]:
     return tokens
 
 
-def _starter(prompt: Prompt | list[int], options: GenerationOptions) -> Callable[[Pair], Generation]:
+def _starter(
+    prompt: Prompt | list[int], options: GenerationOptions, tools: Tools | None
+) -> Callable[[Pair], Generation]:
     def start(pair: Pair) -> Generation:
         try:
-            tokens = pair.prompter.tokenize(prompt)
+            tokens = pair.prompter.tokenize(prompt, None, tools)
         except UnicodeEncodeError as exc:  # JSON can carry lone surrogates, which are not text
             raise InvalidParameterError(f"the prompt is not valid Unicode: {exc.reason}") from exc
         if not tokens:
             raise InvalidParameterError("the prompt is empty")
-        return pair.stream(tokens, options)
+        return pair.stream(tokens, options, tools=tools)
 
     return start
+
+
+def _splitter(pair: Pair, tools: Tools | None) -> Splitter | None:
+    """What reads a streamed reply's tool calls out of its text; None when it may make none."""
+    if tools is None or tools.choice == "none":
+        return None
+    return toolcalls.detect(pair.prompter.template(), tools.names())[0].splitter()
 
 
 async def _receive(request: Request, job: Job) -> Message:
@@ -286,16 +302,33 @@ async def _result(request: Request, job: Job) -> Result:
             return message
 
 
-async def _stream(job: Job, reply: Reply, include_usage: bool) -> AsyncIterator[str]:
-    """Server-sent events: chunks of text, the finish, optionally the usage, then ``[DONE]``."""
+async def _stream(
+    job: Job, reply: Reply, include_usage: bool, splitter: Splitter | None = None
+) -> AsyncIterator[str]:
+    """Server-sent events: chunks of text (and tool calls, which ``splitter`` reads out of the
+    text), the finish, optionally the usage, then ``[DONE]``."""
+    n_calls = 0
+
+    def chunks(pieces: list[toolcalls.Piece]) -> Iterator[str]:
+        nonlocal n_calls
+        for piece in pieces:
+            if isinstance(piece, str):
+                yield json.dumps(reply.chunk(piece), ensure_ascii=False)
+            else:
+                yield json.dumps(reply.tool_call_chunk(piece, n_calls), ensure_ascii=False)
+                n_calls += 1
+
     try:
         if reply.chat:
             yield json.dumps(reply.first_chunk())
         while True:
             message = await job.inbox.get()
             if isinstance(message, str):
-                yield json.dumps(reply.chunk(message), ensure_ascii=False)
+                for chunk in chunks(splitter.push(message) if splitter else [message]):
+                    yield chunk
             elif isinstance(message, Result):
+                for chunk in chunks(splitter.finish() if splitter else []):
+                    yield chunk
                 yield json.dumps(reply.last_chunk(message), ensure_ascii=False)
                 if include_usage:
                     yield json.dumps(reply.usage_chunk(message))

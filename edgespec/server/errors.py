@@ -14,7 +14,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from edgespec.errors import ContextOverflowError, EdgespecError, LlamaError, MessageError, ModelFileError
+from edgespec.errors import (
+    ConstraintError,
+    ContextOverflowError,
+    EdgespecError,
+    LlamaError,
+    MessageError,
+    ModelFileError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ def from_edgespec(exc: EdgespecError) -> APIError:
         return APIError(500, str(exc), type="server_error", code="llama_error")
     if isinstance(exc, MessageError):
         return APIError(400, str(exc), param=exc.param, code=exc.code)
+    if isinstance(exc, ConstraintError):
+        return APIError(400, str(exc), param=exc.param, code="invalid_value")
     code = "context_length_exceeded" if isinstance(exc, ContextOverflowError) else "invalid_value"
     return APIError(400, str(exc), code=code)
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgespec.generate import Result, Stats
+from edgespec.tools import ToolCall
 
-FINISH_REASONS = {"stop": "stop", "length": "length"}
+FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+"""edgespec's finish reasons in OpenAI's words; others (``interrupted``, ``constraint``) are ``stop``."""
 
 
 def _per_second(n: int, seconds: float) -> float:
@@ -53,7 +55,7 @@ def usage(result: Result) -> dict[str, int]:
 
 
 def finish_reason(result: Result) -> str:
-    """OpenAI's finish reason: ``stop`` or ``length``."""
+    """OpenAI's finish reason: ``stop``, ``length`` or ``tool_calls``."""
     return FINISH_REASONS.get(result.finish_reason, "stop")
 
 
@@ -86,13 +88,24 @@ class Reply:
         return {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
 
     def whole(self, result: Result) -> dict[str, Any]:
-        """The non-streamed answer."""
+        """The non-streamed answer; a chat reply that called tools has them in ``tool_calls``,
+        and its content is what it said besides (null when nothing)."""
+        choice = self._choice(result.text, finish_reason(result), stream=False)
+        if self.chat and result.tool_calls:
+            choice["message"]["content"] = result.content or None
+            choice["message"]["tool_calls"] = [call.to_openai() for call in result.tool_calls]
         return {
             **self._head(stream=False),
-            "choices": [self._choice(result.text, finish_reason(result), stream=False)],
+            "choices": [choice],
             "usage": usage(result),
             "timings": timings(result.stats),
         }
+
+    def tool_call_chunk(self, call: ToolCall, index: int) -> dict[str, Any]:
+        """One whole call, as OpenAI streams a call's pieces (``delta.tool_calls``)."""
+        delta = {"tool_calls": [{"index": index, **call.to_openai()}]}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        return {**self._head(stream=True), "choices": [choice]}
 
     def first_chunk(self) -> dict[str, Any]:
         """Chat streams open with the assistant's role."""

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema
 from edgespec.messages import JSON_SCHEMA
 from edgespec.options import DRAFT_LIMIT, STRATEGIES
 
-Strategy = Literal["auto", "draft", "lookup", "none"]
+Strategy = Literal["auto", "draft", "mtp", "lookup", "none"]
 assert set(get_args(Strategy)) == set(STRATEGIES)
 
 MAX_STOP = 16
@@ -27,6 +27,26 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     include_usage: bool = False
+
+
+class JsonSchemaFormat(BaseModel):
+    """``response_format.json_schema``: the schema the reply must follow."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+
+    name: str = Field(description="The schema's name (not used).")
+    schema_: dict[str, Any] = Field(alias="schema", description="A JSON schema (llguidance's subset).")
+    strict: bool | None = Field(None, description="Always enforced, strict or not.")
+    description: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: free text, any JSON object, or JSON under a schema."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class GenerationRequest(BaseModel):
@@ -53,8 +73,17 @@ class GenerationRequest(BaseModel):
     stream_options: StreamOptions | None = None
     strategy: Strategy | None = Field(
         None,
-        description="Extension: auto plans each step by measured cost; draft/lookup always guess "
-        "with that proposer; none runs the target alone.",
+        description="Extension: auto plans each step by measured cost; draft/mtp/lookup always guess "
+        "with that proposer (mtp: the target's own MTP layers); none runs the target alone.",
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: the reply is JSON (under the schema), always."
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="Extension (llama-server's): a JSON schema the reply must follow."
+    )
+    grammar: str | None = Field(
+        None, description="Extension (llama-server's): a grammar (GBNF or Lark) the reply must follow."
     )
     max_draft: Annotated[int, Field(ge=1, le=DRAFT_LIMIT)] | None = Field(
         None,
@@ -82,6 +111,12 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = Field(
         None, description="The newer name of max_tokens; wins when both are given."
     )
+    # Checked by edgespec.tools (OpenAI's rules, errors naming the field); the schema documents them.
+    tools: list[Any] | None = Field(None, description="Functions the model may call (type 'function').")
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="auto (default with tools), none, required, or {type: function, function: {name}}."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="Whether required may make several calls.")
 
 
 class CompletionRequest(GenerationRequest):

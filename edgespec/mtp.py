@@ -1,0 +1,86 @@
+"""The target drafts for itself: its MTP layers guess the next tokens (:class:`MtpDraft`).
+
+Shaped like :class:`~edgespec.proposers.DraftModel`, so that the planner weighs both by one rule:
+it catches up lazily when it next drafts, then drafts token by token under a plan. What it catches
+up on differs: every token since it last drafted, each read with the target's hidden row before it
+(kept by :class:`~edgespec.llama.HiddenRows` as the target verifies), and its own guesses never stay
+in its cache, because it read them with its own rows, not the target's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgespec.llama import HiddenRows, MtpContext
+from edgespec.proposers import Plan, Proposal, common_prefix, draft_tokens, p_min_plan, pad_to
+from edgespec.sampling import SamplingParams
+
+
+class MtpDraft:
+    """Guesses from the target's own MTP layers: greedy targets get their argmax, sampled targets
+    a sample from their transformed distribution ``q`` (kept for rejection sampling). By default
+    drafting stops when the top probability falls below ``p_min``, as the draft model's does."""
+
+    name = "mtp"
+    continues_copies = False  # a copied guess has no target row yet: nothing to read it with
+
+    def __init__(self, ctx: MtpContext, hidden: HiddenRows, p_min: float = 0.75) -> None:
+        self.ctx = ctx
+        self.hidden = hidden
+        self.p_min = p_min
+        self.cached: list[int] = []
+        """Tokens the MTP cache holds, each read with the target's row before it."""
+        self.n_prefilled = 0
+        """Tokens read to catch up with the history (not drafting), for tests and stats."""
+        self._row = np.zeros(0, np.float32)  # the MTP layers' own row after the last guess
+
+    def reset(self) -> None:
+        """Forget the cache contents."""
+        self.ctx.clear()
+        self.cached = []
+
+    def _keep(self, history: Sequence[int]) -> int:
+        # What the cache holds of the history, leaving at least the last token to read.
+        return min(common_prefix(self.cached, history), len(history) - 1)
+
+    def lag(self, history: Sequence[int]) -> int:
+        """Tokens it would read to catch up with ``history``."""
+        return len(history) - self._keep(history)
+
+    def sync(self, history: Sequence[int]) -> np.ndarray:
+        """Read what it has not seen of ``history`` (its guesses of the last step dropped) and
+        return the logits for the next token."""
+        keep = self._keep(history)
+        self.ctx.truncate(keep)
+        del self.cached[keep:]
+        new = list(history[keep:])
+        logits, self._row = self.ctx.decode(new, self.hidden.before(keep, len(history)), keep)
+        self.cached.extend(new)
+        self.n_prefilled += len(new)
+        return logits
+
+    def propose(
+        self,
+        history: Sequence[int],
+        k: int,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        plan: Plan | None = None,
+        verified: int | None = None,
+    ) -> Proposal:
+        """Draft up to ``k`` tokens, as long as ``plan`` (by default: the ``p_min`` rule) says so.
+        ``history`` must be verified text (``verified`` is there for the protocol's sake)."""
+        logits = self.sync(history)
+        plan = plan or p_min_plan(k, self.p_min)
+        return draft_tokens(history, logits, self._advance, k, params, rng, plan, self._pad, self.name)
+
+    def _advance(self, tokens: list[int]) -> np.ndarray:
+        # A guess is read with the row the MTP layers gave before it; it leaves the cache next sync.
+        for token in tokens:
+            logits, self._row = self.ctx.decode([token], self._row[None, :], self.ctx.n_past)
+        return logits
+
+    def _pad(self, q: np.ndarray) -> np.ndarray:
+        return pad_to(q, self.ctx.n_vocab)
