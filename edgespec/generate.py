@@ -21,12 +21,13 @@ from edgespec.engine import Engine
 from edgespec.errors import InvalidParameterError, MtpUnavailableError
 from edgespec.generation import Generation, Result, TokenEvent
 from edgespec.llama import Context, HiddenRows, Model, MtpContext, set_tiled_matmul
+from edgespec.lookup import PromptLookup
 from edgespec.measure import device_costs, exact_cap
 from edgespec.mtp import MtpDraft
 from edgespec.options import STRATEGIES, GenerationOptions, check
 from edgespec.planner import AutoPlanner
 from edgespec.prompts import Prompt, Prompter
-from edgespec.proposers import DraftModel, PromptLookup
+from edgespec.proposers import DraftModel
 from edgespec.sessions import Sessions
 from edgespec.stats import Stats
 from edgespec.strategies import Planners

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgespec.calibration import Calibration
+from edgespec.lookup import PromptLookup
 from edgespec.plans import Drafter, Weighing, copied, join
-from edgespec.proposers import PromptLookup, Proposal
+from edgespec.proposers import Proposal
 
 
 class Joins:

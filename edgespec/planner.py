@@ -21,8 +21,9 @@ from edgespec.costs import CostModel
 from edgespec.explore import EXPLORE_K, Explorer
 from edgespec.forcing import forced_lead
 from edgespec.joins import Joins
+from edgespec.lookup import PromptLookup
 from edgespec.plans import Drafter, Option, Weighing, copied, join
-from edgespec.proposers import NO_PROPOSAL, DraftProposer, PromptLookup, Proposal
+from edgespec.proposers import NO_PROPOSAL, DraftProposer, Proposal
 from edgespec.sampling import SamplingParams
 
 RATE_WEIGHT = 0.05  # how fast the planner's rate follows each step (about the last 20 steps)
@@ -110,11 +111,6 @@ class AutoPlanner:
         self._first_step = True
         self.copies.age(NEW_TEXT_FADE)
 
-    def _best(self, source: str, tokens: np.ndarray, seconds: np.ndarray) -> Option:
-        value = tokens - self._rate * seconds
-        j = int(np.argmax(value))
-        return Option(source, j, float(value[j]))
-
     def propose(
         self,
         history: Sequence[int],
@@ -171,7 +167,7 @@ class AutoPlanner:
         # Nor less than the target alone reaches, which drafting nothing always does.
         best_rate = max(float(np.max(t / c)) for _, t, c in candidates)
         self._rate = min(max(self.rate, 1.0 / float(curve[0])), best_rate)
-        options = [self._best(*candidate) for candidate in candidates]
+        options = [Option.best(*candidate, self._rate) for candidate in candidates]
         best = max(options, key=lambda o: o.value if o.k or o.source == "none" else -np.inf)
         w = Weighing(curve, self._rate, max_k, params, rng)
         # No try after forced tokens where one of the explorer's drafters cannot read them.

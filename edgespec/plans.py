@@ -44,6 +44,14 @@ class Option:
     value: float
     """Expected tokens minus the step's rate times expected seconds."""
 
+    @classmethod
+    def best(cls, source: str, tokens: np.ndarray, seconds: np.ndarray, rate: float) -> Option:
+        """``source``'s option of the length worth most at ``rate``, from the expected tokens and
+        seconds of each length."""
+        value = tokens - rate * seconds
+        j = int(np.argmax(value))
+        return cls(source, j, float(value[j]))
+
 
 def catch_up_s(batch_s: Callable[[int], float], lag: int, rewind_s: float = 0.0) -> float:
     """Seconds charged to a step for a drafter decoding the ``lag`` tokens it has not seen, where

@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 from edgespec.engine import Planner
 from edgespec.errors import InvalidParameterError
+from edgespec.lookup import PromptLookup
 from edgespec.mtp import MtpDraft
 from edgespec.options import check
 from edgespec.planner import AutoPlanner, FixedPlanner
-from edgespec.proposers import DraftModel, PromptLookup
+from edgespec.proposers import DraftModel
 
 
 class Planners:

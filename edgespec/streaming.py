@@ -17,9 +17,9 @@ from edgespec.access import PairAccess
 from edgespec.aio import AsyncGeneration
 from edgespec.engine import Engine, Planner
 from edgespec.generation import Generation, Result
+from edgespec.lookup import PromptLookup
 from edgespec.options import DRAFT_LIMIT, GenerationOptions
 from edgespec.prompts import Prompt, Prompter
-from edgespec.proposers import PromptLookup
 from edgespec.sessions import Sessions
 from edgespec.strategies import Planners
 

@@ -42,8 +42,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from edgespec.costs import CostModel
+from edgespec.lookup import PromptLookup
 from edgespec.planner import AutoPlanner, FixedPlanner
-from edgespec.proposers import Plan, PromptLookup, Proposal
+from edgespec.proposers import Plan, Proposal
 from edgespec.sampling import GREEDY
 
 # Measured on the AMD EPYC VM, 2 threads (DESIGN.md, issue 9), in single-step units.

@@ -14,9 +14,10 @@ from edgespec.costs import CostModel
 from edgespec.forcing import forced_lead
 from edgespec.grammar import FREE, Matcher
 from edgespec.llama import Context, Model
+from edgespec.lookup import PromptLookup
 from edgespec.planner import AutoPlanner
 from edgespec.plans import join
-from edgespec.proposers import DraftModel, PromptLookup, Proposal
+from edgespec.proposers import DraftModel, Proposal
 from edgespec.sampling import SamplingParams
 
 KEYS = Constraint.grammar('start: "{\\"alpha\\": " /[0-9]+/ ", \\"beta\\": " /[0-9]+/ "}"')

@@ -9,9 +9,10 @@ import pytest
 
 from edgespec.calibration import Calibration, copy_calibration
 from edgespec.costs import CostModel
+from edgespec.lookup import PromptLookup
 from edgespec.planner import AutoPlanner
 from edgespec.plans import DraftPlan
-from edgespec.proposers import Plan, PromptLookup, Proposal
+from edgespec.proposers import Plan, Proposal
 from edgespec.sampling import GREEDY
 
 RNG = np.random.default_rng(0)

@@ -9,7 +9,8 @@ import numpy as np
 from edgespec.compat import check_compatible, incompatibility
 from edgespec.errors import IncompatibleModelsError
 from edgespec.llama import Context, Model
-from edgespec.proposers import DraftModel, PromptLookup
+from edgespec.lookup import PromptLookup
+from edgespec.proposers import DraftModel
 from edgespec.sampling import GREEDY
 
 RNG = np.random.default_rng(0)
