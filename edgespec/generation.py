@@ -155,15 +155,8 @@ class Generation:
         """The result so far (the final one once iteration has ended)."""
         text = self._text.text
         content = text if self.content is None else self.content
-        return Result(
-            text,
-            list(self.token_ids),
-            self.finish_reason,
-            self.stats,
-            self.strategy,
-            content,
-            list(self.tool_calls),
-        )
+        ids, calls = list(self.token_ids), list(self.tool_calls)
+        return Result(text, ids, self.finish_reason, self.stats, self.strategy, content, calls)
 
     def _text_events(
         self,
