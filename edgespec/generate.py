@@ -113,9 +113,7 @@ class Pair(Streaming):
         self.prompter = Prompter(self.target)
         self.planners = Planners(self.lookup, self.draft_model, self._build_auto, self.mtp_draft, no_mtp)
         self.access = PairAccess([self.target_ctx, *([self.draft_model.ctx] if self.draft_model else [])])
-        # The MTP layers' cache is not saved with a session: it reads a restored one again.
-        unsaved = [self.mtp_draft] if self.mtp_draft else []
-        self.sessions = Sessions(self.engine, self.draft_model, self.access, unsaved=unsaved)
+        self.sessions = Sessions(self.engine, self.draft_model, self.access)
 
     @property
     def n_ctx(self) -> int:

@@ -11,9 +11,8 @@ budget, the oldest set aside going first; one that is gone is simply read again.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Protocol
 
 from edgespec.access import PairAccess
 from edgespec.engine import Engine
@@ -24,12 +23,6 @@ from edgespec.proposers import DraftModel
 DEFAULT_BUDGET = 1 << 30
 """Bytes of saved states a pair keeps in memory by default (1 GiB: a 2k-token conversation of the
 Qwen2.5-Coder 1.5B/0.5B pair takes 84 MB, measured by ``scripts/bench_embedding.py``)."""
-
-
-class Resettable(Protocol):
-    """A drafter whose cache can be forgotten."""
-
-    def reset(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,22 +86,13 @@ class Sessions:
         draft: the draft model, or None.
         access: the pair's lock, held while states are saved or loaded outside a generation.
         budget: bytes of saved states kept in memory (:data:`DEFAULT_BUDGET`).
-        unsaved: other drafters whose caches are not saved with a session (the target's MTP
-            layers): reset when a session's state is loaded, so they read it again.
     """
 
     def __init__(
-        self,
-        engine: Engine,
-        draft: DraftModel | None,
-        access: PairAccess,
-        budget: int = DEFAULT_BUDGET,
-        *,
-        unsaved: Sequence[Resettable] = (),
+        self, engine: Engine, draft: DraftModel | None, access: PairAccess, budget: int = DEFAULT_BUDGET
     ) -> None:
         self.engine = engine
         self.draft = draft
-        self.unsaved = list(unsaved)
         self.access = access
         self.budget = budget
         """Bytes of saved states kept; the oldest set aside go first beyond it."""
@@ -136,8 +120,6 @@ class Sessions:
         self.current = key
         if state is not None:
             restore(self.engine, self.draft, state)
-            for drafter in self.unsaved:
-                drafter.reset()
 
     def state_of(self, key: Hashable) -> SavedState | None:
         """Session ``key``'s state: read from the caches if they hold it, else the one kept (None

@@ -234,3 +234,20 @@ def test_a_build_without_the_bindings_is_one_clear_error(
     finally:
         monkeypatch.undo()
         mtp.bindings.cache_clear()
+
+
+def test_a_resumed_session_keeps_the_targets_greedy_output(pairs: dict[str, Pair]) -> None:
+    """The MTP layers' cache and the target's hidden rows are not saved with a session: after one is
+    set aside and resumed they draft from another session's rows, and the greedy output is still the
+    target's alone."""
+    pair = pairs["qwen35-mtp-agree"]
+    opts = GenerationOptions(max_tokens=20, temperature=0, strategy="mtp", max_draft=4)
+    first = pair.generate(PROMPTS[1], opts, session="a")
+    pair.generate(PROMPTS[1] + " and then", opts, session="b")  # shares a's prompt, then differs
+    again = PROMPTS[1] + first.text + " Again:"
+    resumed = pair.generate(again, opts, session="a")
+    assert resumed.stats.prompt_prefilled < resumed.stats.prompt_tokens  # the state was loaded
+    alone = pair.generate(again, opts.replace(strategy="none"))
+    assert resumed.token_ids == alone.token_ids
+    for key in ("a", "b"):
+        pair.sessions.forget(key)
