@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from edgespec.errors import IncompatibleModelsError
+from edgespec.ggufcheck import read_metadata
 from edgespec.llama import Model
+
+ASSISTANT_ARCH = "gemma4-assistant"
+"""Gemma 4's assistant: a drafter that reads its target's cache and hidden rows (``mtp``)."""
+ASSISTED_ARCH = "gemma4"
 
 MAX_VOCAB_SIZE_DIFFERENCE = 128
 FIRST_CHECKED_TOKEN = 5
@@ -41,9 +46,33 @@ def incompatibility(target: Model, draft: Model) -> str | None:
     return None
 
 
+def assistant_mismatch(target: Model, assistant: Model) -> str | None:
+    """Why Gemma 4's ``assistant`` cannot draft for ``target``, or None when it can.
+
+    It reads the target's hidden rows and the keys and values of its last sliding-window layer and
+    its last full-attention layer (llama.cpp maps its own layers onto those by position, with no
+    check of its own, so a mismatch would read past their buffers): the widths must agree."""
+    if target.arch != ASSISTED_ARCH:
+        return f"an assistant drafts for Gemma 4 targets (architecture {ASSISTED_ARCH}), not {target.arch}"
+    if assistant.n_embd_out != target.n_embd_out:
+        return f"it reads hidden rows {assistant.n_embd_out} wide, the target's are {target.n_embd_out}"
+    swa = read_metadata(target.path).get(f"{target.arch}.attention.sliding_window_pattern")
+    if not isinstance(swa, tuple) or len(swa) < 2 or not swa[-2] or swa[-1]:
+        return "the target's last two layers are not a sliding-window layer and a full-attention layer"
+    keys = ("attention.head_count_kv", "attention.key_length", "attention.key_length_swa")
+    for key in keys:
+        mine, theirs = assistant.meta(f"{assistant.arch}.{key}"), target.meta(f"{target.arch}.{key}")
+        if mine != theirs:
+            return f"{key} differs (target {theirs or 'absent'}, assistant {mine or 'absent'})"
+    return incompatibility(target, assistant)
+
+
 def check_compatible(target: Model, draft: Model) -> None:
-    """Raise :class:`IncompatibleModelsError` when the draft's tokenizer differs from the target's."""
-    why = incompatibility(target, draft)
+    """Raise :class:`IncompatibleModelsError` when the draft cannot draft for the target: its
+    tokenizer differs, or it is an assistant that does not fit the target (:func:`assistant_mismatch`)."""
+    why = (
+        assistant_mismatch(target, draft) if draft.arch == ASSISTANT_ARCH else incompatibility(target, draft)
+    )
     if why is not None:
         raise IncompatibleModelsError(
             f"draft {draft.path.name} cannot draft for target {target.path.name}: {why}"

@@ -23,13 +23,13 @@ from importlib import metadata
 from pathlib import Path
 
 from edgespec import __version__
-from edgespec.compat import incompatibility
+from edgespec.compat import ASSISTANT_ARCH, assistant_mismatch, incompatibility
 from edgespec.costs import CostModel
-from edgespec.errors import DownloadError, EdgespecError
+from edgespec.errors import DownloadError, EdgespecError, MtpUnavailableError
 from edgespec.forecast import Forecast, forecast
 from edgespec.generate import Pair
 from edgespec.hub import resolve_pair
-from edgespec.llama import Context, Model, supports_gpu_offload, system_info
+from edgespec.llama import Context, Model, MtpContext, supports_gpu_offload, system_info
 from edgespec.measure import device_costs
 
 GPU_BACKENDS = ("CUDA", "Metal", "MTL", "Vulkan", "HIP", "ROCm", "SYCL", "OpenCL", "CANN", "MUSA", "Kompute")
@@ -86,6 +86,8 @@ class Loaded:
     mtp_unusable: str | None = None
     """Why the target's MTP layers cannot draft here (this llama-cpp-python); None when they can or
     there are none."""
+    assistant: bool = False
+    """Whether the draft is Gemma 4's assistant (it drafts as ``mtp``, its costs those of MTP)."""
 
 
 @dataclass(frozen=True)
@@ -219,22 +221,29 @@ def load(target: Path, draft: Path | None, threads: int | None, n_gpu_layers: in
         Pair(target, None, n_threads=threads, n_gpu_layers=n_gpu_layers) as pair,
         ExitStack() as held,
     ):
-        why, draft_ctx = None, None
+        why, draft_ctx, assistant = None, None, False
+        mtp_ctx = pair.mtp_draft.ctx if pair.mtp_draft else None
         if draft is not None:
             draft_model = held.enter_context(closing(Model(draft, n_gpu_layers=n_gpu_layers)))
-            why = incompatibility(pair.target, draft_model)
-            if why is None:
+            assistant = draft_model.arch == ASSISTANT_ARCH
+            why = (assistant_mismatch if assistant else incompatibility)(pair.target, draft_model)
+            if why is None and assistant:
+                # Before the target decodes, as Pair makes it: the cache they share is laid out anew.
+                try:
+                    mtp_ctx = held.enter_context(closing(MtpContext(pair.target_ctx, draft_model)))
+                except MtpUnavailableError as exc:
+                    why = str(exc)
+            elif why is None:
                 # Shaped as Pair shapes a draft's context, so that the costs measured here are the
                 # ones generation finds in the cache.
                 t = pair.target_ctx
                 context = Context(draft_model, n_ctx=t.n_ctx, n_batch=t.n_batch, n_threads=t.n_threads)
                 draft_ctx = held.enter_context(closing(context))
-        mtp_ctx = pair.mtp_draft.ctx if pair.mtp_draft else None
         costs = device_costs(pair.target_ctx, draft_ctx, n_gpu_layers, mtp=mtp_ctx)
         arch, rewind, n_mtp = pair.target.arch, pair.target_ctx.rewind, pair.target.n_layer_nextn
         unusable = pair.planners.no_mtp if n_mtp and mtp_ctx is None else None
     buffers, layers = weight_buffers(log), offloaded_layers(log)
-    return Loaded(why, buffers, layers, costs, forecast(costs), arch, rewind, n_mtp, unusable)
+    return Loaded(why, buffers, layers, costs, forecast(costs), arch, rewind, n_mtp, unusable, assistant)
 
 
 def exact_check(target: Path, threads: int | None, n_gpu_layers: int) -> ExactCheck:

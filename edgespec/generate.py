@@ -15,7 +15,7 @@ from types import TracebackType
 from edgespec import exactness
 from edgespec.access import PairAccess
 from edgespec.aio import AsyncGeneration
-from edgespec.compat import check_compatible
+from edgespec.compat import ASSISTANT_ARCH, check_compatible
 from edgespec.costs import CostModel
 from edgespec.engine import Engine
 from edgespec.errors import InvalidParameterError, MtpUnavailableError
@@ -101,17 +101,27 @@ class Pair(Streaming):
         batch = min(n_batch, n_ctx)
         context = exactness.make_context if exact else Context
         self.target_ctx = context(self.target, n_ctx=n_ctx, n_batch=batch, n_threads=threads)
+        # Before the target decodes anything: an assistant's context lays out the cache they share.
+        self.mtp_draft, no_mtp = _mtp_draft(self.target_ctx, self.draft, p_min)
+        shared = self.mtp_draft is not None and self.mtp_draft.ctx.shared
+        assistant = self.draft if shared else None  # the draft is Gemma 4's: it drafts as `mtp`
         self.engine = Engine(self.target_ctx)
         longest = min(max_draft + 1, batch)  # the longest verification this pair's options allow
         self.batch_cap = _batch_cap(self.target_ctx, n_gpu_layers, longest, progress) if exact else None
         """Exact mode: the most tokens one verification decodes (guesses + 1); None otherwise."""
         self.lookup = PromptLookup()
-        self.draft_model = _draft_model(self.draft, self.target_ctx, p_min)
-        self.mtp_draft, no_mtp = _mtp_draft(self.target_ctx, p_min)  # the target's own MTP layers
+        self.draft_model = None if assistant else _draft_model(self.draft, self.target_ctx, p_min)
         self._drafters = [d for d in (self.draft_model, self.mtp_draft) if d is not None]
         self.max_draft = max_draft
         self.prompter = Prompter(self.target)
-        self.planners = Planners(self.lookup, self.draft_model, self._build_auto, self.mtp_draft, no_mtp)
+        no_draft = (
+            f"{assistant.path.name} is Gemma 4's assistant: it drafts as 'mtp'"
+            if assistant
+            else "this pair has none"
+        )
+        self.planners = Planners(
+            self.lookup, self.draft_model, self._build_auto, self.mtp_draft, no_mtp, no_draft
+        )
         self.access = PairAccess([self.target_ctx, *([self.draft_model.ctx] if self.draft_model else [])])
         self.sessions = Sessions(self.engine, self.draft_model, self.access)
 
@@ -219,15 +229,20 @@ def _draft_model(draft: Model | None, target_ctx: Context, p_min: float) -> Draf
     return DraftModel(ctx, target_ctx.model.n_vocab, p_min)
 
 
-def _mtp_draft(target_ctx: Context, p_min: float) -> tuple[MtpDraft | None, str]:
-    """The target's MTP layers as a drafter, or None and why not."""
+def _mtp_draft(target_ctx: Context, draft: Model | None, p_min: float) -> tuple[MtpDraft | None, str]:
+    """The target's MTP layers, or the draft when it is Gemma 4's assistant, as a drafter; or None
+    and why not. An assistant that this llama-cpp-python cannot drive is an error (it was asked
+    for); MTP layers that it cannot are only a warning."""
     model = target_ctx.model
-    if not model.n_layer_nextn:
+    assistant = draft if draft is not None and draft.arch == ASSISTANT_ARCH else None
+    if assistant is None and not model.n_layer_nextn:
         return None, f"{model.path.name} has none"
     try:
-        mtp_ctx = MtpContext(target_ctx)
+        mtp_ctx = MtpContext(target_ctx, assistant)
         return MtpDraft(mtp_ctx, HiddenRows(target_ctx), p_min), ""
     except MtpUnavailableError as exc:
+        if assistant is not None:
+            raise MtpUnavailableError(f"{assistant.path.name} cannot draft here: {exc}") from None
         logger.warning("%s: its MTP layers go unused: %s", model.path.name, exc)
         return None, str(exc)
 

@@ -32,13 +32,15 @@ _FORMATS = {
     GGUFValueType.FLOAT64: "d",
 }
 _MAX_DIMS = 4  # GGML_MAX_DIMS
-# Index and mapping tensors may hold integers; a weight of an integer type makes llama.cpp's
-# matrix products call a kernel that does not exist (a segfault).
-_INTEGER_TYPES = {
-    GGMLQuantizationType.I8,
-    GGMLQuantizationType.I16,
-    GGMLQuantizationType.I32,
-    GGMLQuantizationType.I64,
+# Index and mapping tensors may hold integers; a weight of an integer type, or of float64 (which a
+# careless numpy conversion writes), makes llama.cpp's matrix products call a kernel that does not
+# exist (a segfault).
+_UNCOMPUTABLE_TYPES = {
+    GGMLQuantizationType.I8: "the integer type I8",
+    GGMLQuantizationType.I16: "the integer type I16",
+    GGMLQuantizationType.I32: "the integer type I32",
+    GGMLQuantizationType.I64: "the integer type I64",
+    GGMLQuantizationType.F64: "the type F64",
 }
 _KEPT_STRING = 256  # longer string values (chat templates) are skipped, not kept
 _KEPT_ARRAY = 1024  # numeric arrays up to this long are kept (per-layer hyperparameters)
@@ -80,6 +82,15 @@ def check_gguf(path: str | Path) -> Path:
         raise ModelFileError(f"cannot read {p}: {exc.strerror or exc}") from exc
     _check_hparams(metadata, tensors, p)
     return p
+
+
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """The metadata of a GGUF file :func:`check_gguf` has passed: short numeric arrays (per-layer
+    hyperparameters) as tuples, long strings as None."""
+    p = Path(path)
+    with p.open("rb") as f:
+        metadata, _ = _Reader(f, p.stat().st_size, p).read_file()
+    return {k: v.values if isinstance(v, _Array) else v for k, v in metadata.items()}
 
 
 class _Reader:
@@ -210,11 +221,9 @@ class _Reader:
                 raise self.corrupt(f"tensor {name!r} has {n_dims} dimensions; llama.cpp allows {_MAX_DIMS}")
             dims = [self.u64() for _ in range(n_dims)]
             ggml_type, offset = self.u32(), self.u64()
-            if name.endswith(".weight") and ggml_type in _INTEGER_TYPES:
-                kind = GGMLQuantizationType(ggml_type).name
-                raise self.corrupt(
-                    f"the weight {name} has the integer type {kind}; llama.cpp cannot compute with it"
-                )
+            if name.endswith(".weight") and ggml_type in _UNCOMPUTABLE_TYPES:
+                kind = _UNCOMPUTABLE_TYPES[ggml_type]
+                raise self.corrupt(f"the weight {name} has {kind}; llama.cpp cannot compute with it")
             tensors[name] = dims
             end = max(end, offset + _tensor_nbytes(ggml_type, dims, self.p))
         data_start = -(-self.pos // alignment) * alignment

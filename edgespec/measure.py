@@ -51,6 +51,14 @@ def _key(ctx: Context, n_gpu_layers: int) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
+def _mtp_key(target_key: str, mtp: MtpContext) -> str:
+    # The target's own MTP layers are part of its file; an assistant is a file of its own.
+    if not mtp.shared:
+        return target_key + ":mtp"
+    st = mtp.model.path.stat()
+    return target_key + f":assistant:{mtp.model.path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
 def _time_decode(ctx: Context, n: int) -> float:
     # Each decode is rewound so that every run sees the same cache.
     tokens = [ctx.model.bos if ctx.model.bos >= 0 else 0] * n
@@ -135,11 +143,18 @@ def measure_mtp(
     ctx: MtpContext, sizes: tuple[int, ...] = DRAFT_BATCH_SIZES, reps: int = 5
 ) -> dict[int, float]:
     """Seconds for the MTP layers to read n tokens with their hidden rows and guess after the last
-    (n = 1 is one drafting step; more is catching up), by n, the fastest of ``reps`` round-robin."""
+    (n = 1 is one drafting step; more is catching up), by n, the fastest of ``reps`` round-robin.
+    An assistant reads the target's cache (filled here, and emptied after) and catches up on
+    nothing: only n = 1."""
     ctx.clear()
     filler = ctx.model.bos if ctx.model.bos >= 0 else 0
     rows = np.zeros((max(_PREFIX, *sizes), ctx.n_embd), np.float32)
-    ctx.decode([filler] * _PREFIX, rows[:_PREFIX], 0)
+    if ctx.shared:
+        sizes = (1,)
+        ctx.target.clear()
+        ctx.target.decode([filler] * _PREFIX, 0, 0)
+    else:
+        ctx.decode([filler] * _PREFIX, rows[:_PREFIX], 0)
     sizes = tuple(n for n in sizes if n <= ctx.n_batch and _PREFIX + n <= ctx.n_ctx)
     out = {n: float("inf") for n in sizes}
     for rep in range(reps + 1):  # the first round warms up
@@ -151,6 +166,8 @@ def measure_mtp(
             if rep:
                 out[n] = min(out[n], seconds)
     ctx.clear()
+    if ctx.shared:
+        ctx.target.clear()
     return out
 
 
@@ -169,7 +186,9 @@ def device_costs(
     entries = read_json(path)
     target_key = _key(target, n_gpu_layers)
     keys = (
-        [target_key] + ([_key(draft, n_gpu_layers)] if draft else []) + ([target_key + ":mtp"] if mtp else [])
+        [target_key]
+        + ([_key(draft, n_gpu_layers)] if draft else [])
+        + ([_mtp_key(target_key, mtp)] if mtp else [])
     )
     now = time.time()
     fresh = [entries[k] for k in keys if k in entries and now - entries[k]["at"] < MAX_AGE_S]
@@ -183,7 +202,7 @@ def device_costs(
             # Single steps (drafting) and a few batch sizes (catching up after a copy).
             entries[keys[1]] = _entry(draft, DRAFT_BATCH_SIZES, 5, now, _scaled(progress, share, draft_end))
         if mtp is not None:
-            entries[keys[-1]] = {"at": now, "model": target.model.path.name, "seconds": measure_mtp(mtp)}
+            entries[keys[-1]] = {"at": now, "model": mtp.model.path.name, "seconds": measure_mtp(mtp)}
             if progress is not None:
                 progress(1.0)
         _save(path, entries)

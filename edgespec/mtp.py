@@ -1,10 +1,12 @@
-"""The target drafts for itself: its MTP layers guess the next tokens (:class:`MtpDraft`).
+"""The target drafts for itself: its MTP layers, or Gemma 4's assistant, guess the next tokens
+(:class:`MtpDraft`).
 
 Shaped like :class:`~edgespec.proposers.DraftModel`, so that the planner weighs both by one rule:
 it catches up lazily when it next drafts, then drafts token by token under a plan. What it catches
 up on differs: every token since it last drafted, each read with the target's hidden row before it
 (kept by :class:`~edgespec.llama.HiddenRows` as the target verifies), and its own guesses never stay
-in its cache, because it read them with its own rows, not the target's.
+in its cache, because it read them with its own rows, not the target's. An assistant catches up on
+nothing: it reads the target's cache, so only the last token, the one the target has not read yet.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class MtpDraft:
 
     def _keep(self, history: Sequence[int]) -> int:
         # What the cache holds of the history, leaving at least the last token to read.
+        if self.ctx.shared:  # the target's cache: all but the last token (the engine's invariant)
+            return len(history) - 1
         return min(common_prefix(self.cached, history), len(history) - 1)
 
     def lag(self, history: Sequence[int]) -> int:
@@ -57,7 +61,8 @@ class MtpDraft:
         del self.cached[keep:]
         new = list(history[keep:])
         logits, self._row = self.ctx.decode(new, self.hidden.before(keep, len(history)), keep)
-        self.cached.extend(new)
+        if not self.ctx.shared:  # an assistant's cache is the target's: nothing of its own to track
+            self.cached.extend(new)
         self.n_prefilled += len(new)
         return logits
 
@@ -78,6 +83,8 @@ class MtpDraft:
 
     def _advance(self, tokens: list[int]) -> np.ndarray:
         # A guess is read with the row the MTP layers gave before it; it leaves the cache next sync.
+        # An assistant reads every guess at the same position, the one after the target's cache, as
+        # Gemma 4's was trained to (llama.cpp's draft-mtp does the same).
         for token in tokens:
             logits, self._row = self.ctx.decode([token], self._row[None, :], self.ctx.n_past)
         return logits

@@ -26,8 +26,9 @@ class Planners:
         draft: the pair's draft model, or None.
         build_auto: builds ``auto``'s planner; ``build_auto(refresh)`` measures the device's
             costs afresh when ``refresh`` is true (else they may come from the cache on disk).
-        mtp: the target's MTP layers as a drafter, or None.
+        mtp: the target's MTP layers (or Gemma 4's assistant) as a drafter, or None.
         no_mtp: why there is none (said when ``mtp`` is asked for).
+        no_draft: why there is no draft model (said when ``draft`` is asked for).
     """
 
     def __init__(
@@ -36,12 +37,14 @@ class Planners:
         draft: DraftModel | None,
         build_auto: Callable[[bool], AutoPlanner],
         mtp: MtpDraft | None = None,
-        no_mtp: str = "the target has no MTP layers",
+        no_mtp: str = "the target has none",
+        no_draft: str = "this pair has none",
     ) -> None:
         self.lookup = lookup
         self.draft = draft
         self.mtp = mtp
         self.no_mtp = no_mtp
+        self.no_draft = no_draft
         self._build_auto = build_auto
         self._auto: AutoPlanner | None = None
 
@@ -49,9 +52,12 @@ class Planners:
         """Raise :class:`InvalidParameterError` unless these proposers can run ``strategy``."""
         check("strategy", strategy)
         if strategy == "draft" and self.draft is None:
-            raise InvalidParameterError("strategy 'draft' needs a draft model (--draft); this pair has none")
+            raise InvalidParameterError(f"strategy 'draft' needs a draft model (--draft); {self.no_draft}")
         if strategy == "mtp" and self.mtp is None:
-            raise InvalidParameterError(f"strategy 'mtp' needs a target with MTP layers: {self.no_mtp}")
+            raise InvalidParameterError(
+                "strategy 'mtp' needs a target with MTP layers, or Gemma 4's assistant as its draft: "
+                + self.no_mtp
+            )
 
     def auto(self, refresh: bool = False) -> AutoPlanner:
         """``auto``'s planner: built once, or again from a fresh measurement with ``refresh``."""

@@ -15,7 +15,8 @@ seeds, and a ChatML chat template, so the files are identical on every run. The 
   internals (the sandbox must stop it).
 
 ``make_all`` also writes the tiny hybrid and recurrent models of ``make_tiny_hybrids`` (LFM2,
-Qwen3.5 with and without an MTP block, Mamba-2, Granite-H), each as a target and two drafts.
+Qwen3.5 with and without an MTP block, Mamba-2, Granite-H), each as a target and two drafts, and
+the tiny Gemma 4 targets and assistants of ``make_tiny_gemma4``.
 """
 
 from __future__ import annotations
@@ -168,9 +169,11 @@ def make_all(out: Path) -> dict[str, Path]:
         write_model(path, tensors, **options)  # type: ignore[arg-type]
         paths[name] = path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import make_tiny_gemma4  # gemma4-target, gemma4-assistant, gemma4-agree-target, ...
     import make_tiny_hybrids  # its names: lfm2-target, qwen35-draft-noisy, mamba2-draft-same, ...
 
     paths.update(make_tiny_hybrids.make_all(out))
+    paths.update(make_tiny_gemma4.make_all(out))
     return paths
 
 

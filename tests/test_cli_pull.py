@@ -165,7 +165,8 @@ def test_a_target_that_drafts_for_itself_is_a_whole_pair(env: dict[str, str]) ->
     one_line_error(
         edgespec("generate", "--pair", PAIR, "--strategy", "mtp", *args, env=env),
         1,
-        "strategy 'mtp' needs a target with MTP layers: tiny-Q8_0.gguf has none",
+        "strategy 'mtp' needs a target with MTP layers, or Gemma 4's assistant as its draft: "
+        "tiny-Q8_0.gguf has none",
     )
 
 
@@ -197,7 +198,7 @@ def test_doctor_reports_costs_and_compatibility(env: dict[str, str], tiny: dict[
         *("weight_buffers_mib", "offloaded_layers", "step_s", "draft_s", "verify_units"),
         *("lookup_ceiling", "draft_speedup", "forecast", "exact"),
         *("architecture", "rewind", "rollback_depth", "restore_s", "draft_rewind_s"),
-        *("mtp_layers", "mtp_unusable", "mtp_s", "mtp_speedup"),
+        *("mtp_layers", "mtp_unusable", "mtp_s", "mtp_speedup", "assistant"),
     }
     assert isinstance(report["gpu_offload"], bool) and report["system_info"]
     assert report["compatible"] is True and report["incompatibility"] is None
@@ -245,6 +246,28 @@ def test_doctor_says_what_a_targets_mtp_layers_cost(env: dict[str, str], tiny: d
     assert "MTP layers: 1: an MTP step " in text.stdout and " of a target step), catching up 8" in text.stdout
     plain = edgespec("doctor", "--target", str(tiny["qwen35-target"]), env=env)
     assert "MTP layers: none in this target" in plain.stdout
+
+
+def test_doctor_says_what_gemma_4s_assistant_costs(env: dict[str, str], tiny: dict[str, Path]) -> None:
+    models = ("--target", str(tiny["gemma4-target"]), "--draft", str(tiny["gemma4-assistant"]))
+    proc = edgespec("doctor", *models, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["assistant"] is True and report["compatible"] is True and report["mtp_layers"] == 0
+    assert report["mtp_s"] > 0 and report["draft_s"] is None  # it drafts as mtp, not as a draft model
+    text = edgespec("doctor", *models, env=env)
+    assert "draft compatible: yes, Gemma 4's assistant for this target (it drafts as mtp)" in text.stdout
+    assert "MTP layers: none, but the draft is Gemma 4's assistant: an MTP step " in text.stdout
+    assert "it catches up on nothing (it reads the target's cache)" in text.stdout
+    assert "forecast: no draft model (the assistant drafts as mtp, above)" in text.stdout
+    misfit = edgespec(
+        "doctor", "--target", str(tiny["target"]), "--draft", str(tiny["gemma4-assistant"]), env=env
+    )
+    assert misfit.returncode == 0, misfit.stderr
+    assert (
+        "draft compatible: NO: an assistant drafts for Gemma 4 targets (architecture gemma4), not llama"
+        in (misfit.stdout)
+    )
 
 
 def test_doctor_without_the_models_says_how_to_get_them(env: dict[str, str]) -> None:

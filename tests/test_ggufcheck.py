@@ -62,6 +62,11 @@ CASES = {
         26,
         "the weight blk.0.attn_q.weight has the integer type I32",
     ),
+    "float64 weights": (
+        "blk.0.attn_q.weight type",
+        28,
+        "the weight blk.0.attn_q.weight has the type F64",
+    ),
 }
 
 

@@ -62,27 +62,34 @@ def rewind_line(loaded: Loaded) -> str:
 def mtp_line(loaded: Loaded) -> str:
     """Whether the target has MTP layers, what an MTP step and its catching up cost, and what they
     can reach at the forecast's acceptance."""
-    if not loaded.mtp_layers:
+    if not loaded.mtp_layers and not loaded.assistant:
         return "none in this target (it cannot draft for itself)"
     if loaded.mtp_unusable is not None:
         return f"{loaded.mtp_layers}, unused: {loaded.mtp_unusable}"
     cost, step_s, f = loaded.costs.drafting("mtp"), loaded.costs.verify(1), loaded.forecast
+    who = "none, but the draft is Gemma 4's assistant" if loaded.assistant else str(loaded.mtp_layers)
     if cost is None or f.mtp_typical is None:
-        return f"{loaded.mtp_layers} (not measured)"
+        return f"{who} (not measured)"
     reach = (
         f"can reach about {f.mtp_typical.speedup:.1f} x at {f.acceptance:.0%} acceptance"
         if f.mtp_typical.pays
         else f"cannot pay here even at {f.acceptance:.0%} acceptance"
     )
+    catch_up = (
+        "it catches up on nothing (it reads the target's cache)"
+        if loaded.assistant
+        else f"catching up 8 tokens {cost.batch_s(8) * 1000:.2f} ms"
+    )
     return (
-        f"{loaded.mtp_layers}: an MTP step {cost.step_s * 1000:.2f} ms ({cost.step_s / step_s:.2f} of a "
-        f"target step), catching up 8 tokens {cost.batch_s(8) * 1000:.2f} ms; they {reach} "
-        "(--strategy mtp, or auto)"
+        f"{who}: an MTP step {cost.step_s * 1000:.2f} ms ({cost.step_s / step_s:.2f} of a "
+        f"target step), {catch_up}; {'it' if loaded.assistant else 'they'} {reach} (--strategy mtp, or auto)"
     )
 
 
 def _no_draft_because(d: Diagnosis) -> str:
     has_draft = d.models is not None and d.models.draft is not None
+    if has_draft and d.loaded is not None and d.loaded.assistant and d.loaded.incompatibility is None:
+        return "no draft model (the assistant drafts as mtp, above)"
     return "the draft cannot be used with this target" if has_draft else "no draft model given"
 
 
@@ -114,6 +121,7 @@ def as_json(d: Diagnosis) -> dict[str, Any]:
             draft_rewind_s=costs.draft_rewind_s,
             mtp_layers=loaded.mtp_layers,
             mtp_unusable=loaded.mtp_unusable,
+            assistant=loaded.assistant,
             mtp_s=mtp.step_s if mtp is not None else None,
             mtp_speedup=round(mtp_typical.speedup, 2) if mtp_typical is not None else None,
             lookup_ceiling=round(loaded.forecast.lookup.speedup, 2),
@@ -162,7 +170,12 @@ def _print(d: Diagnosis) -> None:
         click.echo(f"draft:  {d.models.draft or '(none: lookup and the target alone)'}")
     if d.loaded is not None and d.models is not None and d.models.draft is not None:
         why = d.loaded.incompatibility
-        click.echo(f"draft compatible: {'yes, same tokenizer' if why is None else f'NO: {why}'}")
+        fits = (
+            "yes, Gemma 4's assistant for this target (it drafts as mtp)"
+            if d.loaded.assistant
+            else "yes, same tokenizer"
+        )
+        click.echo(f"draft compatible: {fits if why is None else f'NO: {why}'}")
     if d.problem is not None:
         click.echo(f"problem: {d.problem}")
     if d.loaded is None:

@@ -62,7 +62,9 @@ class Model:
         self.add_eos: bool = bool(C.llama_vocab_get_add_eos(self._vocab))
         self.n_ctx_train: int = C.llama_model_n_ctx_train(ptr)
         self.repack = repack
-        self.arch = self._meta("general.architecture")
+        self.arch = self.meta("general.architecture")
+        self.n_embd_out: int = int(C.llama_model_n_embd_out(ptr))
+        """The width of the hidden rows it outputs (an assistant's: its target's width)."""
         self.recurrent: bool = bool(C.llama_model_is_recurrent(ptr) or C.llama_model_is_hybrid(ptr))
         """Whether some layers keep a recurrent state (Mamba, DeltaNet, short convolutions...), which
         cannot be cut back to an arbitrary position like a KV cache."""
@@ -88,11 +90,11 @@ class Model:
         ``value_length``, else the embedding width over the head count)."""
         n_head = C.llama_model_n_head(self._ptr)
         default = C.llama_model_n_embd(self._ptr) // n_head if n_head > 0 else 0
-        key, value = (self._meta(f"{self.arch}.attention.{kv}_length") for kv in ("key", "value"))
+        key, value = (self.meta(f"{self.arch}.attention.{kv}_length") for kv in ("key", "value"))
         return (int(key) if key.isdigit() else default, int(value) if value.isdigit() else default)
 
-    def _meta(self, key: str) -> str:
-        # A short GGUF metadata value as text; "" when absent.
+    def meta(self, key: str) -> str:
+        """A short GGUF metadata value (not an array) as text; "" when absent."""
         buf = ctypes.create_string_buffer(256)
         n = C.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", "replace") if n >= 0 else ""

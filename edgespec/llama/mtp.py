@@ -24,6 +24,7 @@ import numpy as np
 
 from edgespec.errors import LlamaError, MtpUnavailableError
 from edgespec.llama.context import Context, on_decode
+from edgespec.llama.model import Model
 
 _BATCH_CALLS = (
     "llama_batch_ext_init",
@@ -89,15 +90,24 @@ class HiddenRows:
 
 
 class MtpContext:
-    """The MTP layers' own KV cache (a plain attention cache, whatever the trunk), on the target's
-    model, which must have been loaded with ``load_mtp``. Decodes tokens paired with hidden rows."""
+    """Drafting layers that read tokens paired with hidden rows: by default the target's own MTP
+    layers (its model must have been loaded with ``load_mtp``), with their own KV cache (a plain
+    attention cache, whatever the trunk); or a separate ``assistant`` model (Gemma 4's), which has
+    no cache of its own and reads the target's (:attr:`shared`).
 
-    def __init__(self, target: Context) -> None:
+    An assistant's context must be made before the target decodes anything: llama.cpp lays out the
+    cache they share anew when it is made (the target's contents are lost)."""
+
+    def __init__(self, target: Context, assistant: Model | None = None) -> None:
         self._ptr: Any = None
         ext = bindings()
-        model = target.model
+        model = assistant or target.model
         self.model = model
-        if not model.n_layer_nextn or not model.mtp_loaded:
+        self.target = target
+        self.shared = assistant is not None
+        """Whether it reads the target's cache (an assistant): it holds what the target holds, every
+        guess is read at the position after it, and cutting or clearing it is the target's business."""
+        if not self.shared and (not model.n_layer_nextn or not model.mtp_loaded):
             raise MtpUnavailableError(f"{model.path.name} has no MTP layers loaded")
         params = C.llama_context_default_params()
         params.n_ctx = target.n_ctx
@@ -107,10 +117,10 @@ class MtpContext:
         params.n_threads = params.n_threads_batch = target.n_threads
         params.no_perf = True
         params.ctx_type = C.LLAMA_CONTEXT_TYPE_MTP
-        params.ctx_other = target._ptr  # the driver's convention; assistants that share a cache need it
+        params.ctx_other = target._ptr  # the driver's convention; an assistant reads this one's cache
         ptr = C.llama_init_from_model(model._ptr, params)
         if not ptr:
-            raise MtpUnavailableError(f"llama.cpp could not make an MTP context for {model.path.name}")
+            raise MtpUnavailableError(f"llama.cpp could not make a drafting context for {model.path.name}")
         self._ptr = ptr
         ext.llama_set_embeddings_nextn(ptr, True, True)  # its own rows, for the rows it outputs
         self._own_row = ext.llama_get_embeddings_nextn_ith
@@ -135,7 +145,7 @@ class MtpContext:
 
     @property
     def n_past(self) -> int:
-        """How many positions the cache holds."""
+        """How many positions the cache holds (an assistant's: the target's)."""
         return int(C.llama_memory_seq_pos_max(self._mem, 0)) + 1
 
     def decode(self, tokens: Sequence[int], rows: np.ndarray, pos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +159,8 @@ class MtpContext:
             raise LlamaError(f"the MTP context is full ({self.n_ctx} tokens)")
         if pos != self.n_past:
             raise ValueError(f"decoding at position {pos}, but the MTP context holds {self.n_past}")
+        if self.shared and n > 1:  # it writes nothing to the cache: a token reads what the target holds
+            raise ValueError(f"an assistant reads one token at a time, not {n}")
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         for start in range(0, n, self.n_batch):
             stop = min(start + self.n_batch, n)
@@ -180,10 +192,14 @@ class MtpContext:
             raise LlamaError(f"llama_process on the MTP context failed with {ret}")
 
     def truncate(self, n_keep: int) -> None:
-        """Drop every position from ``n_keep`` on (a plain KV cache: any position)."""
+        """Drop every position from ``n_keep`` on (a plain KV cache: any position); an assistant's
+        cache is the target's, cut with it."""
+        if self.shared:
+            return
         if n_keep < self.n_past and not C.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
             raise LlamaError(f"{self.model.path.name}: llama.cpp refused to cut the MTP cache back")
 
     def clear(self) -> None:
-        """Empty the cache."""
-        C.llama_memory_clear(self._mem, True)
+        """Empty the cache (an assistant's is the target's: left as it is)."""
+        if not self.shared:
+            C.llama_memory_clear(self._mem, True)
