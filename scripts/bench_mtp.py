@@ -1,11 +1,13 @@
-"""Drafting with a target's own MTP layers: edgespec against llama.cpp's driver, and auto against none.
+"""Drafting with a target's own MTP layers (or Gemma 4's assistant): edgespec against llama.cpp's
+driver, and auto against none.
 
-    python scripts/bench_mtp.py --model M.gguf [--draft-max 3] [--rounds 3] [--threads 2]
-        [--n-predict 64] [--n-gpu-layers 0] [--prompt TEXT] [--json FILE]
+    python scripts/bench_mtp.py --model M.gguf [--assistant A.gguf] [--draft-max 3] [--rounds 3]
+        [--threads 2] [--n-predict 64] [--n-gpu-layers 0] [--prompt TEXT] [--json FILE]
 
 Builds nothing: run scripts/build_llama_tools.sh first (llama-speculative-simple from the llama.cpp
 that the installed llama-cpp-python vendors). ``M.gguf`` is a target with MTP layers, e.g. a
-random-weight one at a real shape: ``scripts/make_random_model.py qwen3.5-2b-mtp --quantize Q4_K_M``.
+random-weight one at a real shape: ``scripts/make_random_model.py qwen3.5-2b-mtp --quantize Q4_K_M``;
+or a Gemma 4 target with ``--assistant`` its assistant (``-md`` to llama.cpp, the draft to edgespec).
 
 First it measures auto's costs afresh (outside the timed runs) and prints them in target steps: an
 MTP step (a guess after the first), their catching up after a verification (reading the kept tokens
@@ -53,6 +55,7 @@ def llama_mtp(args: argparse.Namespace) -> dict[str, float]:
         *("-c", str(N_CTX), "-n", str(args.n_predict), "--temp", "0", "--top-k", "1", "--seed", "42"),
         *("-ngl", str(args.n_gpu_layers), "--no-escape", "-p", args.prompt),
         *("--spec-type", "draft-mtp", "--spec-draft-n-max", str(args.draft_max), "--spec-draft-p-min", "0"),
+        *(("-md", str(args.assistant), "-ngld", str(args.n_gpu_layers)) if args.assistant else ()),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     log = proc.stdout + proc.stderr
@@ -84,6 +87,7 @@ def spread(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a target GGUF with MTP layers")
+    parser.add_argument("--assistant", type=Path, help="Gemma 4's assistant for a Gemma 4 --model")
     parser.add_argument("--draft-max", type=int, default=3, help="the fixed modes' guesses a step")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -94,18 +98,29 @@ def main() -> int:
     args = parser.parse_args()
     if not (TOOLS / "llama-speculative-simple").exists():
         sys.exit(f"no llama-speculative-simple in {TOOLS}: run scripts/build_llama_tools.sh")
-    pair = Pair(args.model, n_ctx=N_CTX, n_threads=args.threads, n_gpu_layers=args.n_gpu_layers, p_min=0.0)
+    pair = Pair(
+        args.model,
+        args.assistant,
+        n_ctx=N_CTX,
+        n_threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
+        p_min=0.0,
+    )
     if pair.mtp_draft is None:
         sys.exit(f"{args.model.name}: {pair.planners.no_mtp}")
     costs = pair.costs(refresh=True)  # auto's measurement, fresh and outside the timed runs
     mtp = costs.drafting("mtp")
     assert mtp is not None
     step, verify_k = costs.verify(1), costs.verify(args.draft_max + 1)
-    catch_up = ", ".join(f"{n} tokens {mtp.batch_s(n) / step:.3f}" for n in (2, args.draft_max + 1))
+    catch_up = "their catching up after a verification, in target steps: " + ", ".join(
+        f"{n} tokens {mtp.batch_s(n) / step:.3f}" for n in (2, args.draft_max + 1)
+    )
+    if pair.mtp_draft.ctx.shared:
+        catch_up = "the assistant catches up on nothing (it reads the target's cache)"
     print(
         f"{args.model.name}: a target step {step * 1000:.1f} ms; an MTP step {mtp.step_s * 1000:.2f} ms "
-        f"({mtp.step_s / step:.3f} of a target step); their catching up after a verification, in target "
-        f"steps: {catch_up}; verifying {args.draft_max + 1} tokens {verify_k / step:.2f}",
+        f"({mtp.step_s / step:.3f} of a target step); {catch_up}; verifying {args.draft_max + 1} tokens "
+        f"{verify_k / step:.2f}",
         flush=True,
     )
     runs: list[dict[str, object]] = []

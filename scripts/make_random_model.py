@@ -32,6 +32,13 @@ Shapes, with where they come from (Hugging Face config.json files and model card
   FFN 8192, 32 heads / 8 KV heads, logits / embedding / attention scales 8, 12, 0.015625
   (huggingface.co/anuj6316/granite/config.json, a granitemoehybrid of that shape). Not seen in the
   excerpt, taken from the Granite 4.0 family: vocabulary 100,352, residual scale 0.22, tied embeddings.
+- ``gemma4-1.5b`` with ``gemma4-1.5b-assistant``: a Gemma 4 target and its assistant at a shape of
+  our choosing, not a published one: Gemma 4 E2B's width (1536, the assistant's default
+  ``backbone_hidden_size`` in TensorRT-LLM's Gemma4AssistantConfig) and vocabulary (262,144, tied),
+  35 layers, four sliding-window layers (window 512) to one full, FFN 6144, 8 heads / 1 KV head of
+  256 on both kinds; no per-layer embeddings and no KV sharing between layers, which E2B has. The
+  assistant: 4 layers (3 sliding, 1 full), 512 wide, FFN 2048, 8 query heads of 256 (4 layers is
+  that config's default), a full output head over the vocabulary (no centroids).
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ import gguf
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_tiny_gemma4
+from make_tiny_gemma4 import Gemma4Dims
 from make_tiny_hybrids import Dims, Init, fill, layout, write_hparams
 from make_tiny_models import add_tokenizer
 
@@ -73,7 +82,31 @@ QWEN35_08B = Dims(
 QWEN35_2B = Dims(**{**QWEN35_08B.__dict__, "n_embd": 2048, "n_ff": 6144})
 LFM2_ATTENTION = (2, 5, 8, 10, 12, 14)
 GRANITE_ATTENTION = (5, 15, 25, 35)
-SHAPES: dict[str, tuple[str, Dims]] = {
+GEMMA4_1_5B = Gemma4Dims(
+    swa=(True, True, True, True, False) * 7,
+    n_embd=1536,
+    n_ff=6144,
+    n_vocab=262_144,
+    n_ctx=131_072,
+    n_head=8,
+    n_head_kv=1,
+    head_dim=256,
+    head_dim_swa=256,
+    window=512,
+    tied=True,
+)
+GEMMA4_1_5B_ASSISTANT = Gemma4Dims(
+    **{
+        **GEMMA4_1_5B.__dict__,
+        "swa": (True, True, True, False),
+        "n_embd": 512,
+        "n_ff": 2048,
+        "n_embd_out": 1536,
+    }
+)
+SHAPES: dict[str, tuple[str, Dims | Gemma4Dims]] = {
+    "gemma4-1.5b": (make_tiny_gemma4.TARGET, GEMMA4_1_5B),
+    "gemma4-1.5b-assistant": (make_tiny_gemma4.ASSISTANT, GEMMA4_1_5B_ASSISTANT),
     "qwen3.5-0.8b": ("qwen35", QWEN35_08B),
     "qwen3.5-0.8b-mtp": ("qwen35", Dims(**{**QWEN35_08B.__dict__, "mtp": True})),
     "qwen3.5-2b": ("qwen35", QWEN35_2B),
@@ -130,13 +163,17 @@ def _dtype(name: str, init: Init) -> type[np.floating]:
     return np.float16 if init.kind == "normal" and len(init.shape) == 2 and not kernel else np.float32
 
 
-def write_random(path: Path, arch: str, d: Dims, seed: int = 0) -> None:
+def write_random(path: Path, arch: str, d: Dims | Gemma4Dims, seed: int = 0) -> None:
     """Write one random model, tensor by tensor (never more than one tensor in memory)."""
-    specs = layout(arch, d)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(path.stem)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    write_hparams(writer, arch, d)
+    if isinstance(d, Gemma4Dims):
+        specs = make_tiny_gemma4.layout(arch, d)
+        make_tiny_gemma4.write_hparams(writer, arch, d)
+    else:
+        specs = layout(arch, d)
+        write_hparams(writer, arch, d)
     add_tokenizer(writer, n_vocab=d.n_vocab)
     for name, init in specs.items():
         dtype = np.dtype(_dtype(name, init))
@@ -255,7 +292,7 @@ def main() -> None:
                 start = time.perf_counter()
                 quantize(paths[0], paths[1], args.quantize)
                 print(f"wrote {paths[1]} in {time.perf_counter() - start:.0f} s", flush=True)
-        for p in paths if args.check else []:
+        for p in paths if args.check and arch != make_tiny_gemma4.ASSISTANT else []:  # it needs its target
             print(check(p, args.threads, args.gpu_layers), flush=True)
 
 

@@ -55,13 +55,14 @@ class Gemma4Dims:
     head_dim: int = 16
     head_dim_swa: int = 16
     window: int = 32
+    tied: bool = False  # a target with no output.weight: the head reuses token_embd
     output_scale: float = 6.0
 
 
 def layout(arch: str, d: Gemma4Dims) -> dict[str, Init]:
     """Every tensor of a Gemma 4 target or assistant of sizes ``d``, in file order."""
     w = {"token_embd.weight": Init("normal", (d.n_vocab, d.n_embd), np.sqrt(d.n_embd))}
-    if arch == TARGET:
+    if arch == TARGET and not d.tied:
         w["output.weight"] = Init("normal", (d.n_vocab, d.n_embd), d.output_scale)
     w["output_norm.weight"] = Init("ones", (d.n_embd,))
     if arch == ASSISTANT:

@@ -21,7 +21,11 @@ def model_options(f: F) -> F:
             click.option(
                 "--target", metavar="PATH", help="Target GGUF model (the one whose output you get)."
             ),
-            click.option("--draft", metavar="PATH", help="Draft GGUF model with the same tokenizer."),
+            click.option(
+                "--draft",
+                metavar="PATH",
+                help="Draft GGUF model with the same tokenizer, or a Gemma 4 assistant.",
+            ),
             click.option("--pair", metavar="NAME", help="A curated pair by name (see `edgespec models`)."),
             click.option(
                 "--ctx-size",
