@@ -134,6 +134,21 @@ def test_sampled_output_has_the_target_distribution(
     assert total_variation(sampled_pairs(pair, prompt)[0], p) > TV_BOUND
 
 
+def test_an_assistant_is_refused_on_a_target_that_has_read_something(tiny: dict[str, Path]) -> None:
+    """Making it lays out the cache the two share anew, which would empty the target's."""
+    target, assistant = Model(tiny["gemma4-target"]), Model(tiny["gemma4-assistant"])
+    ctx = Context(target, n_ctx=64, n_threads=1)
+    try:
+        ctx.decode([1, 2, 3], 0, 1)
+        with pytest.raises(ValueError, match="must be made before the target reads anything"):
+            MtpContext(ctx, assistant)
+        assert ctx.n_past == 3  # nothing was lost
+    finally:
+        ctx.close()
+        assistant.close()
+        target.close()
+
+
 def test_its_costs_are_single_steps_on_the_targets_cache(pairs: dict[str, Pair]) -> None:
     pair = pairs["gemma4"]
     assert pair.mtp_draft is not None

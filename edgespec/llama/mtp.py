@@ -109,6 +109,8 @@ class MtpContext:
         guess is read at the position after it, and cutting or clearing it is the target's business."""
         if not self.shared and (not model.n_layer_nextn or not model.mtp_loaded):
             raise MtpUnavailableError(f"{model.path.name} has no MTP layers loaded")
+        if self.shared and target.n_past:  # making it would empty the target's cache behind its back
+            raise ValueError("an assistant's context must be made before the target reads anything")
         params = C.llama_context_default_params()
         params.n_ctx = target.n_ctx
         params.n_batch = params.n_ubatch = target.n_batch
