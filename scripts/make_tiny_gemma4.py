@@ -34,8 +34,8 @@ import gguf
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tiny_hybrids import Init, fill
-from make_tiny_models import N_CTX_TRAIN, add_tokenizer, vocabulary
+from make_tiny_hybrids import Init, fill, write_float32
+from make_tiny_models import N_CTX_TRAIN, vocabulary
 
 TARGET, ASSISTANT = "gemma4", "gemma4-assistant"
 
@@ -117,17 +117,7 @@ def write_hparams(writer: gguf.GGUFWriter, arch: str, d: Gemma4Dims) -> None:
 
 def write_gemma4(path: Path, arch: str, d: Gemma4Dims, tensors: dict[str, np.ndarray]) -> None:
     """Write one tiny float32 Gemma 4 target or assistant."""
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(path.stem)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    write_hparams(writer, arch, d)
-    add_tokenizer(writer)
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_float32(path, arch, lambda writer: write_hparams(writer, arch, d), tensors)
 
 
 TARGET_DIMS = Gemma4Dims(swa=(True, True, False))

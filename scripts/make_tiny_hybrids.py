@@ -37,7 +37,7 @@ agree). A large output scale makes the next-token distribution peaked, like a tr
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -254,10 +254,17 @@ def tiny_weights(arch: str, d: Dims, seed: int) -> dict[str, np.ndarray]:
 
 def write_hybrid(path: Path, arch: str, d: Dims, tensors: dict[str, np.ndarray]) -> None:
     """Write one tiny float32 model of ``arch``."""
+    write_float32(path, arch, lambda writer: write_hparams(writer, arch, d), tensors)
+
+
+def write_float32(
+    path: Path, arch: str, hparams: Callable[[gguf.GGUFWriter], None], tensors: dict[str, np.ndarray]
+) -> None:
+    """Write one tiny float32 model of ``arch``: ``hparams`` writes its metadata (tokenizer apart)."""
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(path.stem)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    write_hparams(writer, arch, d)
+    hparams(writer)
     add_tokenizer(writer)
     for name, array in tensors.items():
         writer.add_tensor(name, array)

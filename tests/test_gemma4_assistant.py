@@ -19,8 +19,8 @@ import llama_cpp
 import numpy as np
 import pytest
 from conftest import _script
-from test_hybrid import TV_BOUND, assert_same_greedy, joint_distribution, total_variation
-from test_mtp import N_SAMPLES, PROMPTS, flat_auto, sampled_pairs
+from test_hybrid import TV_BOUND, joint_distribution, total_variation
+from test_mtp import N_SAMPLES, PROMPTS, check_greedy_mtp_and_auto, sampled_pairs
 
 from edgespec import Pair, verify
 from edgespec.errors import IncompatibleModelsError, InvalidParameterError, MtpUnavailableError
@@ -57,26 +57,7 @@ def test_an_assistant_given_as_the_draft_drafts_as_mtp(pairs: dict[str, Pair]) -
 @pytest.mark.parametrize("name", PAIRS)
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_greedy_mtp_and_auto_equal_the_target_alone(pairs: dict[str, Pair], name: str, k: int) -> None:
-    pair = pairs[name]
-    drafted = accepted = 0
-    auto_sources: set[str] = set()
-    for prompt in PROMPTS:
-        want = pair.generate(prompt, max_tokens=60, temperature=0, strategy="none").token_ids
-        tokens = pair.prompter.tokenize(prompt)
-        for planner in (None, flat_auto(pair, k)):
-            pair.reset(forget_earlier=True)
-            got = pair.generate(
-                prompt, max_tokens=60, temperature=0, strategy="mtp", max_draft=k, planner=planner
-            )
-            assert_same_greedy(pair, tokens, got.token_ids, want)
-            drafted += got.stats.drafted
-            accepted += got.stats.accepted
-            if planner is not None:
-                auto_sources |= set(got.stats.steps_by_source)
-    assert accepted < drafted  # guesses were rejected and cut back
-    assert "mtp" in auto_sources  # auto drafted with the assistant too
-    if name == "gemma4-agree":
-        assert accepted > drafted // 10  # and, with the agreeing assistant, kept
+    check_greedy_mtp_and_auto(pairs[name], k, agreeing=name == "gemma4-agree")
 
 
 def reference_logits(pair: Pair, history: list[int], row_at: int = -2) -> np.ndarray:
