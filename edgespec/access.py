@@ -15,12 +15,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
 from edgespec.errors import EdgespecError, PairBusyError
-from edgespec.llama import Context
 
 
 class FifoLock:
@@ -69,6 +68,13 @@ class FifoLock:
         return len(self._waiting)
 
 
+class Stoppable(Protocol):
+    """A context whose long decodes a cancel stops midway (:class:`~edgespec.llama.Context`, and
+    :class:`~edgespec.llama.MtpContext` catching up)."""
+
+    def stop_when(self, check: Callable[[], bool] | None) -> None: ...
+
+
 class Running(Protocol):
     """What :class:`PairAccess` needs of the generation that holds the pair."""
 
@@ -79,10 +85,10 @@ class PairAccess:
     """The pair's lock, the running generation, and the stop checks of its contexts.
 
     Args:
-        contexts: the contexts a cancel stops midway (the target's and the draft's).
+        contexts: the contexts a cancel stops midway (the target's, the draft's, the MTP layers').
     """
 
-    def __init__(self, contexts: Sequence[Context]) -> None:
+    def __init__(self, contexts: Sequence[Stoppable]) -> None:
         self._lock = FifoLock()
         self._contexts = contexts
         # Weak: a generation dropped unfinished is collected, and its finalizer lets the pair go.

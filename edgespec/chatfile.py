@@ -120,7 +120,8 @@ def load(cls: type[C], pair: Pair, path: str | Path, state: bool = True) -> C:
 def _load_state(conv: Conversation, path: Path) -> None:
     pair = conv.pair
     ident = statefile.identity(pair.target_ctx, pair.draft_model.ctx if pair.draft_model else None)
-    saved, extra = statefile.read(path, ident, pair.target.n_vocab, pair.n_ctx)
+    n_embd = pair.mtp_draft.hidden.n_embd if pair.mtp_draft else 0
+    saved, extra = statefile.read(path, ident, pair.target.n_vocab, pair.n_ctx, n_embd)
     text, tokens = extra.get("text"), extra.get("tokens")
     probe = pair.prompter.render([*conv.messages, {"role": "user", "content": "?"}], conv.history.template)
     if not isinstance(text, str) or not isinstance(tokens, list) or not probe.startswith(text):

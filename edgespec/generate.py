@@ -122,8 +122,8 @@ class Pair(Streaming):
         self.planners = Planners(
             self.lookup, self.draft_model, self._build_auto, self.mtp_draft, no_mtp, no_draft
         )
-        self.access = PairAccess([self.target_ctx, *([self.draft_model.ctx] if self.draft_model else [])])
-        self.sessions = Sessions(self.engine, self.draft_model, self.access)
+        self.access = PairAccess([self.target_ctx, *(d.ctx for d in self._drafters)])
+        self.sessions = Sessions(self.engine, self.draft_model, self.access, mtp=self.mtp_draft)
 
     @property
     def n_ctx(self) -> int:

@@ -12,12 +12,30 @@ nothing: it reads the target's cache, so only the last token, the one the target
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from edgespec.llama import HiddenRows, MtpContext
 from edgespec.proposers import Plan, Proposal, common_prefix, draft_tokens, p_min_plan, pad_to
 from edgespec.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class MtpState:
+    """What the MTP layers hold of one conversation, to set aside with it: the tokens their cache
+    holds and the cache itself, and the target's hidden rows they have not read yet (from position
+    :attr:`rows_from` on), which the next conversation's decodes would overwrite."""
+
+    cached: list[int]
+    state: bytes | None
+    rows_from: int
+    rows: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Memory taken."""
+        return len(self.state or b"") + self.rows.nbytes
 
 
 class MtpDraft:
@@ -49,6 +67,23 @@ class MtpDraft:
             return len(history) - 1
         return min(common_prefix(self.cached, history), len(history) - 1)
 
+    def capture(self, history: Sequence[int]) -> MtpState:
+        """What it holds for ``history`` (the engine's, the target holding all but its last token)."""
+        start = max(0, self._keep(history) - 1)  # the row before the first token it would read next
+        rows = self.hidden.rows[start : max(start, len(history) - 1)].copy()
+        return MtpState(list(self.cached), self.ctx.save(), start, rows)
+
+    def restore(self, state: MtpState | None) -> None:
+        """Bring back what :meth:`capture` returned; None (a state kept without it) empties the
+        cache, and it then reads the history with whatever rows the target left."""
+        if state is None:
+            self.reset()
+            return
+        self.cached = []  # until the cache is back: a refused state leaves it empty
+        self.ctx.load(state.state)
+        self.cached = list(state.cached) if not self.ctx.shared else []
+        self.hidden.rows[state.rows_from : state.rows_from + len(state.rows)] = state.rows
+
     def lag(self, history: Sequence[int]) -> int:
         """Tokens it would read to catch up with ``history``."""
         return len(history) - self._keep(history)
@@ -60,9 +95,11 @@ class MtpDraft:
         self.ctx.truncate(keep)
         del self.cached[keep:]
         new = list(history[keep:])
-        logits, self._row = self.ctx.decode(new, self.hidden.before(keep, len(history)), keep)
-        if not self.ctx.shared:  # an assistant's cache is the target's: nothing of its own to track
-            self.cached.extend(new)
+        try:
+            logits, self._row = self.ctx.decode(new, self.hidden.before(keep, len(history)), keep)
+        finally:  # a long catching up stopped midway keeps the chunks it read
+            if not self.ctx.shared:  # an assistant's cache is the target's: nothing of its own to track
+                self.cached = list(history[: self.ctx.n_past])
         self.n_prefilled += len(new)
         return logits
 

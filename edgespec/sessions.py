@@ -3,9 +3,10 @@
 A pair has one KV cache (and recurrent state) per model. A request names its session (any hashable:
 a :class:`~edgespec.conversation.Conversation`, a chat id); when it is not the one the caches hold,
 the caches are saved for the one they hold (``llama_state_seq_get_data``: the target's and the
-draft's whole state, recurrent parts included) and the named session's saved state, if any, is
-loaded back, so its next turn reads only what is new. States are kept in memory up to a byte
-budget, the oldest set aside going first; one that is gone is simply read again.
+draft's whole state, recurrent parts included; the MTP layers' cache, with the target's hidden rows
+they have not read yet) and the named session's saved state, if any, is loaded back, so its next
+turn reads only what is new. States are kept in memory up to a byte budget, the oldest set aside
+going first; one that is gone is simply read again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from edgespec.access import PairAccess
 from edgespec.engine import Engine
 from edgespec.errors import LlamaError
 from edgespec.llama import Context, load_state, save_state
+from edgespec.mtp import MtpDraft, MtpState
 from edgespec.proposers import DraftModel
 
 DEFAULT_BUDGET = 1 << 30
@@ -27,7 +29,7 @@ Qwen2.5-Coder 1.5B/0.5B pair takes 84 MB, measured by ``scripts/bench_embedding.
 
 @dataclass(frozen=True)
 class SavedState:
-    """Both caches of one session, and the tokens they hold."""
+    """The caches of one session, and the tokens they hold."""
 
     history: list[int]
     """The engine's history: the target cache holds all but its pending tokens."""
@@ -37,11 +39,13 @@ class SavedState:
     """The tokens the draft's cache holds."""
     draft: bytes | None
     """The draft context's state (None: empty, or no draft)."""
+    mtp: MtpState | None = None
+    """The MTP layers' (None: the pair has none, or the state was saved without them)."""
 
     @property
     def nbytes(self) -> int:
-        """Memory taken by the two states."""
-        return len(self.target or b"") + len(self.draft or b"")
+        """Memory taken by the states."""
+        return len(self.target or b"") + len(self.draft or b"") + (self.mtp.nbytes if self.mtp else 0)
 
 
 def _save(ctx: Context) -> bytes | None:
@@ -55,26 +59,31 @@ def _load(ctx: Context, data: bytes | None) -> None:
         load_state(ctx, data)
 
 
-def capture(engine: Engine, draft: DraftModel | None) -> SavedState:
+def capture(engine: Engine, draft: DraftModel | None, mtp: MtpDraft | None = None) -> SavedState:
     """What the caches hold now."""
+    history = list(engine.history)
+    mtp_state = mtp.capture(history) if mtp is not None else None
     if draft is None:
-        return SavedState(list(engine.history), _save(engine.target), [], None)
-    return SavedState(list(engine.history), _save(engine.target), list(draft.cached), _save(draft.ctx))
+        return SavedState(history, _save(engine.target), [], None, mtp_state)
+    return SavedState(history, _save(engine.target), list(draft.cached), _save(draft.ctx), mtp_state)
 
 
-def restore(engine: Engine, draft: DraftModel | None, state: SavedState) -> None:
+def restore(engine: Engine, draft: DraftModel | None, state: SavedState, mtp: MtpDraft | None = None) -> None:
     """Load ``state`` into the caches (of the same models and settings). If llama.cpp refuses it
-    (:class:`~edgespec.errors.LlamaError`), both caches are left empty, never half loaded."""
+    (:class:`~edgespec.errors.LlamaError`), the caches are left empty, never half loaded."""
     try:
         _load(engine.target, state.target)
         engine.history = list(state.history)
         if draft is not None:
             _load(draft.ctx, state.draft)
             draft.cached = list(state.draft_cached) if state.draft is not None else []
+        if mtp is not None:
+            mtp.restore(state.mtp)
     except LlamaError:
         engine.reset()
-        if draft is not None:
-            draft.reset()
+        for drafter in (draft, mtp):
+            if drafter is not None:
+                drafter.reset()
         raise
 
 
@@ -86,13 +95,20 @@ class Sessions:
         draft: the draft model, or None.
         access: the pair's lock, held while states are saved or loaded outside a generation.
         budget: bytes of saved states kept in memory (:data:`DEFAULT_BUDGET`).
+        mtp: the target's MTP layers (or Gemma 4's assistant) drafting, or None.
     """
 
     def __init__(
-        self, engine: Engine, draft: DraftModel | None, access: PairAccess, budget: int = DEFAULT_BUDGET
+        self,
+        engine: Engine,
+        draft: DraftModel | None,
+        access: PairAccess,
+        budget: int = DEFAULT_BUDGET,
+        mtp: MtpDraft | None = None,
     ) -> None:
         self.engine = engine
         self.draft = draft
+        self.mtp = mtp
         self.access = access
         self.budget = budget
         """Bytes of saved states kept; the oldest set aside go first beyond it."""
@@ -116,17 +132,17 @@ class Sessions:
             return
         state = self._saved.pop(key, None) if key is not None else None  # before the budget's eviction
         if self.current is not None:
-            self._keep(self.current, capture(self.engine, self.draft))
+            self._keep(self.current, capture(self.engine, self.draft, self.mtp))
         self.current = key
         if state is not None:
-            restore(self.engine, self.draft, state)
+            restore(self.engine, self.draft, state, self.mtp)
 
     def state_of(self, key: Hashable) -> SavedState | None:
         """Session ``key``'s state: read from the caches if they hold it, else the one kept (None
         if none is)."""
         with self.access.hold():
             if key == self.current:
-                return capture(self.engine, self.draft)
+                return capture(self.engine, self.draft, self.mtp)
             return self._saved.get(key)
 
     def put(self, key: Hashable, state: SavedState) -> None:

@@ -1,11 +1,13 @@
 """A conversation's caches on disk, beside its saved chat, checked whole before anything is loaded.
 
 The file: a magic line, the length of a JSON header, the header, then the target's and the draft's
-states (``llama_state_seq_get_data``). The header names what the states were made with (each model
-file by name, size and a hash of its first and last MiB; the context settings that shape the cache)
-and holds the tokens the caches hold, the sha256 of each state, and the caller's own fields (the
-conversation's text). :func:`read` refuses a file that is not one, is cut short or corrupt, or was
-made for other models or settings, with one line saying which; a state is never loaded from it then.
+states (``llama_state_seq_get_data``), and where the target has MTP layers their cache's state and
+the target's hidden rows they have not read yet (float32; a file without them still loads). The
+header names what the states were made with (each model file by name, size and a hash of its first
+and last MiB; the context settings that shape the cache) and holds the tokens the caches hold, the
+sha256 of each state, and the caller's own fields (the conversation's text). :func:`read` refuses a
+file that is not one, is cut short or corrupt, or was made for other models or settings, with one
+line saying which; a state is never loaded from it then.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgespec.errors import StateFileError
 from edgespec.llama import Context, Model
+from edgespec.mtp import MtpState
 from edgespec.sessions import SavedState
 
 MAGIC = b"EDGESPEC-STATE 1\n"
@@ -58,12 +63,18 @@ def write(path: Path, state: SavedState, ident: dict[str, Any], extra: dict[str,
     """Write ``state`` to ``path`` (through a temporary file, so a failed write leaves no half
     file); returns the bytes written."""
     blobs = [state.target or b"", state.draft or b""]
+    has = [state.target is not None, state.draft is not None]
+    mtp = state.mtp
+    if mtp is not None:
+        blobs += [mtp.state or b"", mtp.rows.astype("<f4").tobytes()]
+        has += [mtp.state is not None, True]
     header = {
         **ident,
         "history": state.history,
         "draft_cached": state.draft_cached,
+        "mtp": {"cached": mtp.cached, "rows_from": mtp.rows_from, "rows": len(mtp.rows)} if mtp else None,
         "states": [{"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for b in blobs],
-        "has": [state.target is not None, state.draft is not None],
+        "has": has,
         "extra": extra,
     }
     head = json.dumps(header, separators=(",", ":")).encode()
@@ -80,9 +91,12 @@ def write(path: Path, state: SavedState, ident: dict[str, Any], extra: dict[str,
     return len(MAGIC) + 8 + len(head) + sum(map(len, blobs))
 
 
-def read(path: Path, ident: dict[str, Any], n_vocab: int, n_ctx: int) -> tuple[SavedState, dict[str, Any]]:
+def read(
+    path: Path, ident: dict[str, Any], n_vocab: int, n_ctx: int, n_embd: int = 0
+) -> tuple[SavedState, dict[str, Any]]:
     """The state in ``path`` and the caller's fields, if it was made with ``ident`` and is whole;
-    else :class:`StateFileError` saying what is wrong."""
+    else :class:`StateFileError` saying what is wrong. ``n_embd``: the width of the target's hidden
+    rows where it has MTP layers (0: none; the file's MTP part, if any, is then not used)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -103,10 +117,28 @@ def read(path: Path, ident: dict[str, Any], n_vocab: int, n_ctx: int) -> tuple[S
             blobs.append(blob)
     except (KeyError, TypeError) as exc:
         raise StateFileError(f"{path}: corrupt (its header lacks {exc})") from exc
-    if len(blobs) != 2 or at != len(body) or not isinstance(has, list) or len(has) != 2:
+    if len(blobs) not in (2, 4) or at != len(body) or not isinstance(has, list) or len(has) != len(blobs):
         raise StateFileError(f"{path}: corrupt (its states are not as its header says)")
-    target, draft = (blob if kept else None for blob, kept in zip(blobs, has, strict=True))
-    return SavedState(history, target, cached if draft is not None else [], draft), header.get("extra", {})
+    target, draft, *rest = (blob if kept else None for blob, kept in zip(blobs, has, strict=True))
+    mtp = _mtp(path, header.get("mtp"), rest, n_vocab, n_ctx, n_embd) if rest and n_embd else None
+    saved = SavedState(history, target, cached if draft is not None else [], draft, mtp)
+    return saved, header.get("extra", {})
+
+
+def _mtp(
+    path: Path, fields: Any, blobs: list[bytes | None], n_vocab: int, n_ctx: int, n_embd: int
+) -> MtpState:
+    """The MTP layers' part of a state file, checked to fit this target."""
+    state, rows = blobs
+    try:
+        cached, start, n = _tokens(fields["cached"], n_vocab), int(fields["rows_from"]), int(fields["rows"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateFileError(f"{path}: corrupt (its MTP part lacks {exc})") from exc
+    if cached is None or rows is None or not 0 <= start <= start + n <= n_ctx or len(rows) != n * n_embd * 4:
+        raise StateFileError(
+            f"{path}: its MTP part does not fit this target ({n_embd}-wide rows, a {n_ctx}-token context)"
+        )
+    return MtpState(cached, state, start, np.frombuffer(rows, "<f4").reshape(n, n_embd).astype(np.float32))
 
 
 def _split(path: Path, data: bytes) -> tuple[dict[str, Any], bytes]:

@@ -24,8 +24,11 @@ from test_hybrid import (
     joint_distribution,
     total_variation,
 )
+from test_sessions import say
+from test_stop import CHUNK, TEXT, StopAfter, nodes_per_chunk
 
 from edgespec import Pair, verify
+from edgespec.conversation import Conversation
 from edgespec.costs import CostModel
 from edgespec.errors import InvalidParameterError, MtpUnavailableError
 from edgespec.llama import Context, HiddenRows, Model, MtpContext, mtp
@@ -241,18 +244,85 @@ def test_a_build_without_the_bindings_is_one_clear_error(
         mtp.bindings.cache_clear()
 
 
-def test_a_resumed_session_keeps_the_targets_greedy_output(pairs: dict[str, Pair]) -> None:
-    """The MTP layers' cache and the target's hidden rows are not saved with a session: after one is
-    set aside and resumed they draft from another session's rows, and the greedy output is still the
-    target's alone."""
+def assert_mtp_reads_the_targets_rows(pair: Pair) -> None:
+    """The MTP layers, caught up on the engine's history, give the logits a from-scratch reading does."""
+    assert pair.mtp_draft is not None
+    history = list(pair.engine.history)
+    np.testing.assert_allclose(
+        pair.mtp_draft.sync(history), reference_logits(pair, history), atol=1e-3, rtol=1e-3
+    )
+
+
+def test_a_resumed_session_keeps_the_mtp_layers_cache_and_rows(pairs: dict[str, Pair]) -> None:
+    """A session set aside keeps the MTP layers' cache and the target rows they have not read: once
+    resumed (another session's decodes having overwritten the rows at the same positions) they read
+    only what is new, with the target's rows; the greedy output is the target's alone."""
     pair = pairs["qwen35-mtp-agree"]
+    draft = pair.mtp_draft
+    assert draft is not None
     opts = GenerationOptions(max_tokens=20, temperature=0, strategy="mtp", max_draft=4)
-    first = pair.generate(PROMPTS[1], opts, session="a")
-    pair.generate(PROMPTS[1] + " and then", opts, session="b")  # shares a's prompt, then differs
-    again = PROMPTS[1] + first.text + " Again:"
+    prompt = pair.target.tokenize(PROMPTS[1], add_special=False)
+    first = pair.generate(prompt, opts, session="a")
+    and_then = pair.target.tokenize(" and then", add_special=False)
+    pair.generate(prompt + and_then, opts, session="b")  # shares a's prompt, then decodes over its reply
+    again = prompt + first.token_ids + pair.target.tokenize(" Again:", add_special=False)
+    before = draft.n_prefilled
     resumed = pair.generate(again, opts, session="a")
-    assert resumed.stats.prompt_prefilled < resumed.stats.prompt_tokens  # the state was loaded
+    assert resumed.stats.prompt_prefilled < 8  # the state was loaded: only " Again:" is read
+    assert draft.n_prefilled - before < resumed.stats.prompt_prefilled + len(resumed.token_ids) + 8
+    assert_mtp_reads_the_targets_rows(pair)
     alone = pair.generate(again, opts.replace(strategy="none"))
     assert resumed.token_ids == alone.token_ids
     for key in ("a", "b"):
         pair.sessions.forget(key)
+
+
+def test_a_saved_chat_brings_the_mtp_layers_back_in_a_new_pair(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """The MTP part of a conversation's state file: loaded into a new pair (whose rows are empty),
+    the MTP layers hold the chat as they did, and the next turn's reply is the one the first pair
+    gives."""
+    opts = GenerationOptions(max_tokens=16, temperature=0, strategy="mtp", max_draft=4)
+
+    def open_pair() -> Pair:
+        return Pair(tiny["qwen35-mtp-agree-target"], n_ctx=512, n_threads=1, p_min=0.0)
+
+    with open_pair() as pair:
+        conv = Conversation(pair, settings=opts)
+        say(conv, PROMPTS[1])
+        conv.save(tmp_path / "chat.json")
+        want = say(conv, "And then?")
+    with open_pair() as pair:
+        conv = Conversation.load(pair, tmp_path / "chat.json")
+        assert pair.mtp_draft is not None
+        assert say(conv, "And then?") == want
+        assert pair.mtp_draft.n_prefilled < len(pair.engine.history) // 2  # nor by the MTP layers
+        assert_mtp_reads_the_targets_rows(pair)
+
+
+def test_a_stop_while_the_mtp_layers_catch_up_ends_the_reply_and_keeps_their_cache_right(
+    tiny: dict[str, Path],
+) -> None:
+    """The MTP layers read a long prompt in the first step (a button pressed then waits for no
+    catching up): a stop in their third chunk ends the reply at once, keeping the two chunks read,
+    each with the target's rows, so that the next reply reads only the rest and drafts as well."""
+    with Pair(tiny["qwen35-mtp-agree-target"], n_ctx=1024, n_batch=CHUNK, n_threads=1, p_min=0.0) as pair:
+        draft = pair.mtp_draft
+        assert draft is not None
+        prompt = pair.target.tokenize(TEXT, add_special=False)[:600]
+        want = pair.generate(prompt, temperature=0, max_tokens=16, strategy="none").token_ids
+        pair.reset()
+        asked = iter(range(1 << 30))
+        draft.ctx.stop_when(lambda: next(asked) < 0)
+        draft.ctx.decode(prompt[:CHUNK], np.zeros((CHUNK, draft.ctx.n_embd), np.float32), 0)
+        mtp_nodes = next(asked)
+        draft.reset()
+        prefill = -(-(len(prompt) - 1) // CHUNK) * nodes_per_chunk(pair.target_ctx, prompt)
+        cancel = StopAfter(prefill + 2 * mtp_nodes + mtp_nodes // 2)  # halfway through their third chunk
+        gen = pair.stream(prompt, temperature=0, max_tokens=16, strategy="mtp", cancel=cancel)
+        assert list(gen) == [] and gen.result.finish_reason == "interrupted"
+        assert draft.ctx.n_past == 2 * CHUNK and draft.cached == prompt[: 2 * CHUNK]
+        again = pair.generate(prompt, temperature=0, max_tokens=16, strategy="mtp")
+        assert again.token_ids == want
+        assert draft.n_prefilled < 2 * len(prompt)  # the two chunks were not read again
+        history = list(pair.engine.history)
+        np.testing.assert_allclose(draft.sync(history), reference_logits(pair, history), atol=1e-3, rtol=1e-3)

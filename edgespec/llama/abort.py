@@ -12,6 +12,8 @@ from typing import Any
 
 import llama_cpp as C
 
+from edgespec.errors import Cancelled
+
 
 class AbortHook:
     """The abort callback of one llama.cpp context.
@@ -46,3 +48,8 @@ class AbortHook:
         """The exception caught during the last decode, if any, forgotten once taken."""
         exc, self.interrupt = self.interrupt, None
         return exc
+
+    def stopped(self, message: str) -> BaseException:
+        """What to raise for a decode the callback stopped: the exception it caught (Ctrl-C), or
+        :class:`~edgespec.errors.Cancelled` with ``message``."""
+        return self.take_interrupt() or Cancelled(message)

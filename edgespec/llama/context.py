@@ -10,7 +10,7 @@ from typing import Any
 import llama_cpp as C
 import numpy as np
 
-from edgespec.errors import Cancelled, LlamaError
+from edgespec.errors import LlamaError
 from edgespec.llama.abort import AbortHook
 from edgespec.llama.backend import fix_tiled_matmul
 from edgespec.llama.checkpoints import Checkpoints
@@ -140,8 +140,7 @@ def _stopped(ctx: Context, at: int) -> BaseException:
             if not C.llama_memory_seq_rm(ctx._mem, 0, at, -1):
                 ctx.clear()
             ctx._checkpoints.drop_after(at)
-    interrupt = ctx._abort.take_interrupt()
-    return interrupt or Cancelled(f"stopped while reading the prompt; {ctx.n_past} tokens read are kept")
+    return ctx._abort.stopped(f"stopped while reading the prompt; {ctx.n_past} tokens read are kept")
 
 
 def save_state(ctx: Context, partial: bool = False) -> bytes:

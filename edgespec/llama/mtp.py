@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -23,7 +23,8 @@ import llama_cpp as C
 import numpy as np
 
 from edgespec.errors import LlamaError, MtpUnavailableError
-from edgespec.llama.context import Context, on_decode
+from edgespec.llama.abort import AbortHook
+from edgespec.llama.context import STOPPABLE_FROM, Context, on_decode
 from edgespec.llama.model import Model
 
 _BATCH_CALLS = (
@@ -134,6 +135,13 @@ class MtpContext:
         self._mem = C.llama_get_memory(ptr)
         self._batch = C.llama_batch_ext_init(ptr)
         self._pos = (C.llama_pos * 1)()
+        self._abort = AbortHook(ptr)
+
+    def stop_when(self, check: Callable[[], bool] | None) -> None:
+        """Ask ``check`` during long catching up (over :data:`STOPPABLE_FROM` tokens: a long prompt
+        read for the first time), as :meth:`Context.stop_when` does; True stops it with
+        :class:`~edgespec.errors.Cancelled`, keeping the chunks read before (:attr:`n_past`)."""
+        self._abort.check = check
 
     def close(self) -> None:
         """Free the batch and the context (before the target's model)."""
@@ -153,7 +161,7 @@ class MtpContext:
     def decode(self, tokens: Sequence[int], rows: np.ndarray, pos: int) -> tuple[np.ndarray, np.ndarray]:
         """Read ``tokens`` at ``pos...`` (:attr:`n_past`), each with its row of ``rows``; return the
         logits after the last one and its own hidden row (what a next guess reads), both copied.
-        Longer inputs are decoded in ``n_batch`` chunks."""
+        Longer inputs are decoded in ``n_batch`` chunks, and can be stopped (:meth:`stop_when`)."""
         n = len(tokens)
         if n == 0 or rows.shape != (n, self.n_embd):
             raise ValueError(f"cannot decode {n} tokens with hidden rows of shape {rows.shape}")
@@ -164,9 +172,18 @@ class MtpContext:
         if self.shared and n > 1:  # it writes nothing to the cache: a token reads what the target holds
             raise ValueError(f"an assistant reads one token at a time, not {n}")
         rows = np.ascontiguousarray(rows, dtype=np.float32)
+        stoppable = n > STOPPABLE_FROM
+        self._abort.arm(stoppable)
         for start in range(0, n, self.n_batch):
             stop = min(start + self.n_batch, n)
-            self._decode_chunk(tokens[start:stop], rows[start:stop], pos + start, stop == n)
+            ret = self._decode_chunk(tokens[start:stop], rows[start:stop], pos + start, stop == n)
+            if ret == 2:  # stopped: llama.cpp dropped this chunk's cells, the chunks before stay
+                read = f"{self.n_past} tokens read are kept"
+                raise self._abort.stopped(f"stopped while the MTP layers caught up; {read}")
+            if ret != 0:
+                raise LlamaError(f"llama_process on the MTP context failed with {ret}")
+        if stoppable and (interrupt := self._abort.take_interrupt()):
+            raise interrupt  # caught as the last node finished: the decode is whole
         last = stop - start - 1
         logits = np.ctypeslib.as_array(C.llama_get_logits_ith(self._ptr, last), shape=(self.n_vocab,))
         own = self._own_row(self._ptr, last)
@@ -174,7 +191,7 @@ class MtpContext:
             raise LlamaError(f"{self.model.path.name}: llama.cpp returned no MTP hidden row")
         return logits.copy(), np.ctypeslib.as_array(own, shape=(self.n_embd,)).copy()
 
-    def _decode_chunk(self, tokens: Sequence[int], rows: np.ndarray, pos: int, last: bool) -> None:
+    def _decode_chunk(self, tokens: Sequence[int], rows: np.ndarray, pos: int, last: bool) -> int:
         batch, n = self._batch, len(tokens)
         C.llama_batch_ext_clear(batch)
         row = C.llama_embd(None, 1, self.n_embd)
@@ -189,9 +206,7 @@ class MtpContext:
                 or not C.llama_batch_ext_set_output_logits(batch, idx, last and i == n - 1)
             ):
                 raise LlamaError(f"llama.cpp refused MTP batch entry {i} (token {token} at {pos + i})")
-        ret = int(C.llama_process(self._ptr, C.LLAMA_PROCESS_TYPE_DECODE, batch))
-        if ret != 0:
-            raise LlamaError(f"llama_process on the MTP context failed with {ret}")
+        return int(C.llama_process(self._ptr, C.LLAMA_PROCESS_TYPE_DECODE, batch))
 
     def truncate(self, n_keep: int) -> None:
         """Drop every position from ``n_keep`` on (a plain KV cache: any position); an assistant's
@@ -205,3 +220,25 @@ class MtpContext:
         """Empty the cache (an assistant's is the target's: left as it is)."""
         if not self.shared:
             C.llama_memory_clear(self._mem, True)
+
+    def save(self) -> bytes | None:
+        """What the cache holds (``llama_state_seq_get_data``); None when it holds nothing, or is
+        the target's (an assistant's)."""
+        if self.shared or not self.n_past:
+            return None
+        size = C.llama_state_seq_get_size(self._ptr, 0)
+        buf = (ctypes.c_uint8 * size)()
+        if size == 0 or C.llama_state_seq_get_data(self._ptr, buf, size, 0) != size:
+            raise LlamaError(f"{self.model.path.name}: llama.cpp cannot save the MTP layers' cache")
+        return bytes(buf)
+
+    def load(self, data: bytes | None) -> None:
+        """Bring back what :meth:`save` returned (None: an empty cache); if llama.cpp refuses it,
+        the cache is left empty."""
+        self.clear()
+        if data is None or self.shared:
+            return
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if C.llama_state_seq_set_data(self._ptr, buf, len(buf), 0) != len(buf):
+            self.clear()
+            raise LlamaError(f"{self.model.path.name}: llama.cpp could not restore the MTP layers' cache")
