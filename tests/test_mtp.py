@@ -9,6 +9,8 @@ without the bindings, and a target without MTP layers, are one clear error each.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +29,10 @@ from test_hybrid import (
 from test_sessions import say
 from test_stop import CHUNK, TEXT, StopAfter, nodes_per_chunk
 
-from edgespec import Pair, verify
+from edgespec import Pair, statefile, verify
 from edgespec.conversation import Conversation
 from edgespec.costs import CostModel
-from edgespec.errors import InvalidParameterError, MtpUnavailableError
+from edgespec.errors import InvalidParameterError, MtpUnavailableError, StateFileError
 from edgespec.llama import Context, HiddenRows, Model, MtpContext, mtp
 from edgespec.options import GenerationOptions
 
@@ -326,3 +328,37 @@ def test_a_stop_while_the_mtp_layers_catch_up_ends_the_reply_and_keeps_their_cac
         assert draft.n_prefilled < 2 * len(prompt)  # the two chunks were not read again
         history = list(pair.engine.history)
         np.testing.assert_allclose(draft.sync(history), reference_logits(pair, history), atol=1e-3, rtol=1e-3)
+
+
+def test_the_mtp_part_of_a_state_file_is_checked_and_may_be_missing(
+    pairs: dict[str, Pair], tmp_path: Path
+) -> None:
+    """A state file written without the MTP part (an earlier edgespec) still loads, without it; a
+    pair without MTP layers leaves the part out; rows that do not fit are refused whole."""
+    pair = pairs["qwen35-mtp-agree"]
+    assert pair.mtp_draft is not None
+    n_embd = pair.mtp_draft.hidden.n_embd
+    pair.generate(PROMPTS[1], max_tokens=12, temperature=0, strategy="mtp", session="a")
+    state = pair.sessions.state_of("a")
+    assert state is not None and state.mtp is not None and len(state.mtp.rows)
+    ident = statefile.identity(pair.target_ctx, None)
+    with_mtp, without = tmp_path / "with.state", tmp_path / "without.state"
+    statefile.write(with_mtp, state, ident, {})
+    statefile.write(without, dataclasses.replace(state, mtp=None), ident, {})
+    args = (ident, pair.target.n_vocab, pair.n_ctx)
+    back = statefile.read(with_mtp, *args, n_embd)[0].mtp
+    assert back is not None and back.cached == state.mtp.cached and back.state == state.mtp.state
+    np.testing.assert_array_equal(back.rows, state.mtp.rows)
+    assert back.rows_from == state.mtp.rows_from
+    assert statefile.read(without, *args, n_embd)[0].mtp is None
+    assert statefile.read(with_mtp, *args)[0].mtp is None  # this pair has no MTP layers
+    data = with_mtp.read_bytes()
+    start = len(statefile.MAGIC) + 8
+    end = start + int.from_bytes(data[len(statefile.MAGIC) : start], "little")
+    header = json.loads(data[start:end])
+    header["mtp"]["rows"] += 1  # the header is not under a checksum: its fields are checked instead
+    head = json.dumps(header).encode()
+    with_mtp.write_bytes(statefile.MAGIC + len(head).to_bytes(8, "little") + head + data[end:])
+    with pytest.raises(StateFileError, match="its MTP part does not fit this target"):
+        statefile.read(with_mtp, *args, n_embd)
+    pair.sessions.forget("a")
