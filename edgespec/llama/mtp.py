@@ -138,9 +138,8 @@ class MtpContext:
         self._abort = AbortHook(ptr)
 
     def stop_when(self, check: Callable[[], bool] | None) -> None:
-        """Ask ``check`` during long catching up (over :data:`STOPPABLE_FROM` tokens: a long prompt
-        read for the first time), as :meth:`Context.stop_when` does; True stops it with
-        :class:`~edgespec.errors.Cancelled`, keeping the chunks read before (:attr:`n_past`)."""
+        """Ask ``check`` during a long catching up (a prompt), as :meth:`Context.stop_when` does: True
+        stops it with :class:`~edgespec.errors.Cancelled`, the chunks read kept (:attr:`n_past`)."""
         self._abort.check = check
 
     def close(self) -> None:
@@ -222,8 +221,7 @@ class MtpContext:
             C.llama_memory_clear(self._mem, True)
 
     def save(self) -> bytes | None:
-        """What the cache holds (``llama_state_seq_get_data``); None when it holds nothing, or is
-        the target's (an assistant's)."""
+        """What the cache holds (None: nothing, or it is the target's, an assistant's)."""
         if self.shared or not self.n_past:
             return None
         size = C.llama_state_seq_get_size(self._ptr, 0)
@@ -233,8 +231,7 @@ class MtpContext:
         return bytes(buf)
 
     def load(self, data: bytes | None) -> None:
-        """Bring back what :meth:`save` returned (None: an empty cache); if llama.cpp refuses it,
-        the cache is left empty."""
+        """Bring back what :meth:`save` returned (None: empty); refused by llama.cpp, it stays empty."""
         self.clear()
         if data is None or self.shared:
             return
