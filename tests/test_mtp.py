@@ -297,7 +297,7 @@ def test_a_saved_chat_brings_the_mtp_layers_back_in_a_new_pair(tiny: dict[str, P
         conv = Conversation.load(pair, tmp_path / "chat.json")
         assert pair.mtp_draft is not None
         assert say(conv, "And then?") == want
-        assert pair.mtp_draft.n_prefilled < len(pair.engine.history) // 2  # nor by the MTP layers
+        assert pair.mtp_draft.n_prefilled < len(pair.engine.history) // 2  # the chat not read again
         assert_mtp_reads_the_targets_rows(pair)
 
 
@@ -323,11 +323,12 @@ def test_a_stop_while_the_mtp_layers_catch_up_ends_the_reply_and_keeps_their_cac
         gen = pair.stream(prompt, temperature=0, max_tokens=16, strategy="mtp", cancel=cancel)
         assert list(gen) == [] and gen.result.finish_reason == "interrupted"
         assert draft.ctx.n_past == 2 * CHUNK and draft.cached == prompt[: 2 * CHUNK]
+        before = draft.n_prefilled
         again = pair.generate(prompt, temperature=0, max_tokens=16, strategy="mtp")
         assert again.token_ids == want
-        assert draft.n_prefilled < 2 * len(prompt)  # the two chunks were not read again
-        history = list(pair.engine.history)
-        np.testing.assert_allclose(draft.sync(history), reference_logits(pair, history), atol=1e-3, rtol=1e-3)
+        # The rest of the prompt and the reply's tokens: the two chunks were not read again.
+        assert draft.n_prefilled - before < len(prompt) - 2 * CHUNK + len(again.token_ids) + 8
+        assert_mtp_reads_the_targets_rows(pair)
 
 
 def test_the_mtp_part_of_a_state_file_is_checked_and_may_be_missing(
