@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import llama_cpp as C
 import numpy as np
@@ -143,19 +143,34 @@ def _stopped(ctx: Context, at: int) -> BaseException:
     return ctx._abort.stopped(f"stopped while reading the prompt; {ctx.n_past} tokens read are kept")
 
 
-def save_state(ctx: Context, partial: bool = False) -> bytes:
+class StateHolder(Protocol):
+    """A llama.cpp context whose sequence state can be saved and restored (:class:`Context`, and
+    :class:`~edgespec.llama.MtpContext`)."""
+
+    _ptr: Any
+    model: Model
+
+    def clear(self) -> None: ...
+
+
+def save_state(ctx: StateHolder, partial: bool = False) -> bytes:
     """The state of ``ctx``'s sequence: everything, or with ``partial`` only its recurrent part."""
     return bytes(_save(ctx, None, _PARTIAL if partial else 0))
 
 
-def load_state(ctx: Context, data: bytes, partial: bool = False) -> None:
+def restore_state(ctx: StateHolder, data: bytes, partial: bool = False) -> None:
     """Restore what :func:`save_state` returned (with the same ``partial``) onto ``ctx``, a context
-    of the same model; its own checkpoints are forgotten."""
+    of the same model; if llama.cpp refuses it, ``ctx`` is left empty."""
     _restore(ctx, (ctypes.c_uint8 * len(data)).from_buffer_copy(data), _PARTIAL if partial else 0)
+
+
+def load_state(ctx: Context, data: bytes, partial: bool = False) -> None:
+    """:func:`restore_state`, and ``ctx``'s own checkpoints forgotten."""
+    restore_state(ctx, data, partial)
     ctx.forget_checkpoints()
 
 
-def _save(ctx: Context, reuse: Any, flags: int = _PARTIAL) -> Any:
+def _save(ctx: StateHolder, reuse: Any, flags: int = _PARTIAL) -> Any:
     """The sequence's state (``flags``: only its recurrent part) in a ctypes buffer, ``reuse``'s
     if it has the right size."""
     size = C.llama_state_seq_get_size_ext(ctx._ptr, 0, flags)
@@ -165,7 +180,7 @@ def _save(ctx: Context, reuse: Any, flags: int = _PARTIAL) -> Any:
     return buf
 
 
-def _restore(ctx: Context, buf: Any, flags: int = _PARTIAL) -> None:
+def _restore(ctx: StateHolder, buf: Any, flags: int = _PARTIAL) -> None:
     if C.llama_state_seq_set_data_ext(ctx._ptr, buf, len(buf), 0, flags) != len(buf):
         ctx.clear()
         raise LlamaError(f"{ctx.model.path.name}: llama.cpp could not restore a saved state")

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgespec.errors import LlamaError, MtpUnavailableError
 from edgespec.llama.abort import AbortHook
-from edgespec.llama.context import STOPPABLE_FROM, Context, on_decode
+from edgespec.llama.context import STOPPABLE_FROM, Context, on_decode, restore_state, save_state
 from edgespec.llama.model import Model
 
 _BATCH_CALLS = (
@@ -222,20 +222,10 @@ class MtpContext:
 
     def save(self) -> bytes | None:
         """What the cache holds (None: nothing, or it is the target's, an assistant's)."""
-        if self.shared or not self.n_past:
-            return None
-        size = C.llama_state_seq_get_size(self._ptr, 0)
-        buf = (ctypes.c_uint8 * size)()
-        if size == 0 or C.llama_state_seq_get_data(self._ptr, buf, size, 0) != size:
-            raise LlamaError(f"{self.model.path.name}: llama.cpp cannot save the MTP layers' cache")
-        return bytes(buf)
+        return None if self.shared or not self.n_past else save_state(self)
 
     def load(self, data: bytes | None) -> None:
         """Bring back what :meth:`save` returned (None: empty); refused by llama.cpp, it stays empty."""
         self.clear()
-        if data is None or self.shared:
-            return
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if C.llama_state_seq_set_data(self._ptr, buf, len(buf), 0) != len(buf):
-            self.clear()
-            raise LlamaError(f"{self.model.path.name}: llama.cpp could not restore the MTP layers' cache")
+        if data is not None and not self.shared:
+            restore_state(self, data)
